@@ -1,0 +1,41 @@
+//! `wms-train`: training on libtorch (tch). Thin: parse, call the library, map the error.
+
+use clap::{Parser, Subcommand};
+use wms::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wms-train",
+    version,
+    about = "Train the Water Meters U-Net on libtorch"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t, env = wms::env_vars::WMS_LOG_FORMAT)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the libtorch build this binary runs on and the devices it sees.
+    Info,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    wms::logging::init(cli.log_format);
+    wms::exit::finish(run(cli.command))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Info => {
+            println!("cuda available: {}", tch::Cuda::is_available());
+            println!("cuda devices: {}", tch::Cuda::device_count());
+            println!("mkldnn: {}", tch::utils::has_mkldnn());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `wms`: every command that runs without libtorch. Thin: parse, call the library, map the error.
+
+use clap::{Parser, Subcommand};
+use wms::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wms",
+    version,
+    about = "Rust-native MLOps for the Water Meters U-Net"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t, env = wms::env_vars::WMS_LOG_FORMAT)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show which native runtimes this installation finds (ONNX Runtime) and where.
+    Doctor,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    wms::logging::init(cli.log_format);
+    wms::exit::finish(run(cli.command))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Doctor => {
+            let path = wms::ort_runtime::init()?;
+            println!("onnxruntime: {}", path.display());
+            Ok(())
+        }
+    }
+}

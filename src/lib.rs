@@ -1,0 +1,11 @@
+//! wms: Rust-native MLOps for the Water Meters U-Net. The library holds all logic; the three
+//! binaries (`wms`, `wms-train`, `wms-serve`) parse arguments, call into it and map errors to exit
+//! codes through [`exit`]. See `docs/architecture.md` for the map of modules.
+
+pub mod env_vars;
+pub mod exit;
+pub mod fsutil;
+pub mod github;
+pub mod logging;
+pub mod model;
+pub mod ort_runtime;

@@ -1,0 +1,46 @@
+//! Behaviour of the binaries as a user meets it: exit codes and one-line errors.
+
+use crate::util::bin;
+
+#[test]
+fn serve_with_missing_onnxruntime_names_the_paths_tried() {
+    let out = bin("wms-serve")
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .args(["--model", "model.onnx"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with("error: ONNX Runtime library not found; tried:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "{stderr}");
+}
+
+#[test]
+fn doctor_finds_the_pinned_onnxruntime_in_the_project_venv() {
+    let out = bin("wms")
+        .env_remove("ORT_DYLIB_PATH")
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("libonnxruntime.so"), "{stdout}");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = bin("wms").arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

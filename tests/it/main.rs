@@ -1,0 +1,4 @@
+//! The one integration-test binary: a module per capability, helpers in `util`.
+
+mod cli;
+mod util;
