@@ -2,6 +2,8 @@
 //! binaries (`wms`, `wms-train`, `wms-serve`) parse arguments, call into it and map errors to exit
 //! codes through [`exit`]. See `docs/architecture.md` for the map of modules.
 
+pub mod checkpoint;
+pub mod cli;
 pub mod env_vars;
 pub mod exit;
 pub mod fsutil;
