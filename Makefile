@@ -4,9 +4,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV := $(CURDIR)/.venv
+# The venv can live outside the clone (CI keeps one under /var/cache): WMS_VENV=/path.
+VENV := $(or $(WMS_VENV),$(CURDIR)/.venv)
+export WMS_VENV := $(VENV)
 UV_VERSION := 0.13.8
-BOOTSTRAP_STAMP := $(VENV)/.wms-bootstrap
+# The stamp names the lock file's hash, so a changed lock re-syncs and an unchanged one is a no-op.
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
+BOOTSTRAP_STAMP := $(VENV)/.wms-bootstrap-$(LOCK_HASH)
 
 # tch/torch-sys runs the venv's python to find libtorch (LIBTORCH_USE_PYTORCH=1).
 export VIRTUAL_ENV := $(VENV)
@@ -27,11 +31,12 @@ help:
 ## Idempotent: a no-op once the stamp is newer than the lock file.
 bootstrap: $(BOOTSTRAP_STAMP)
 
-$(BOOTSTRAP_STAMP): requirements.lock
+$(BOOTSTRAP_STAMP):
 	@echo "bootstrap: creating $(VENV) from requirements.lock (one-time; later runs skip this)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@$(VENV)/bin/uv pip sync --quiet --python $(VENV)/bin/python requirements.lock
+	@rm -f $(VENV)/.wms-bootstrap-*
 	@touch $@
 
 ## release: the three binaries. wms and wms-serve are built without the `train` feature so they

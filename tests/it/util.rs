@@ -16,3 +16,14 @@ pub fn bin(name: &str) -> Command {
         .env_remove("RUST_LOG");
     cmd
 }
+
+/// The project venv's Python (pinned torch, onnxruntime, onnx). `make` exports `WMS_VENV`
+/// (CI keeps the venv outside the clone); a plain `cargo test` falls back to `./.venv`.
+#[allow(dead_code)] // used by the interop/onnx tests
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("WMS_VENV")
+        .or_else(|| std::env::var_os("VIRTUAL_ENV"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    venv.join("bin/python")
+}
