@@ -49,6 +49,13 @@ pub fn init() -> Result<&'static Path, OrtRuntimeError> {
     Ok(&LOADED.get().expect("set above").0)
 }
 
+/// The process-wide ONNX Runtime environment (loading the library first if needed); sessions are
+/// built from it: `ort::session::Session::builder(ort_runtime::environment()?)`.
+pub fn environment() -> Result<&'static ort::environment::Environment, OrtRuntimeError> {
+    init()?;
+    Ok(&LOADED.get().expect("set by init").1)
+}
+
 /// The first existing candidate, or the full list of places tried.
 pub fn locate() -> Result<PathBuf, OrtRuntimeError> {
     let explicit = std::env::var_os(env_vars::ORT_DYLIB_PATH).filter(|v| !v.is_empty());
