@@ -9,5 +9,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod github;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod ort_runtime;
+pub mod pth;
