@@ -30,3 +30,27 @@ pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 
 /// MLflow tracking server URL; when set, training logs to it.
 pub const MLFLOW_TRACKING_URI: &str = "MLFLOW_TRACKING_URI";
+
+/// `wms-serve`: model file to serve (as `--model`).
+pub const WMS_SERVE_MODEL: &str = "WMS_SERVE_MODEL";
+/// `wms-serve`: TorchServe-style `config.properties` (as `--config`).
+pub const WMS_SERVE_CONFIG: &str = "WMS_SERVE_CONFIG";
+/// `wms-serve`: each overrides the `config.properties` key of the same name.
+pub const WMS_SERVE_INFERENCE_ADDRESS: &str = "WMS_SERVE_INFERENCE_ADDRESS";
+pub const WMS_SERVE_MANAGEMENT_ADDRESS: &str = "WMS_SERVE_MANAGEMENT_ADDRESS";
+pub const WMS_SERVE_METRICS_ADDRESS: &str = "WMS_SERVE_METRICS_ADDRESS";
+pub const WMS_SERVE_MODEL_STORE: &str = "WMS_SERVE_MODEL_STORE";
+pub const WMS_SERVE_LOAD_MODELS: &str = "WMS_SERVE_LOAD_MODELS";
+pub const WMS_SERVE_BATCH_SIZE: &str = "WMS_SERVE_BATCH_SIZE";
+pub const WMS_SERVE_MAX_BATCH_DELAY: &str = "WMS_SERVE_MAX_BATCH_DELAY";
+/// `default_workers_per_model`.
+pub const WMS_SERVE_WORKERS: &str = "WMS_SERVE_WORKERS";
+pub const WMS_SERVE_MAX_REQUEST_SIZE: &str = "WMS_SERVE_MAX_REQUEST_SIZE";
+pub const WMS_SERVE_MAX_IMAGE_PIXELS: &str = "WMS_SERVE_MAX_IMAGE_PIXELS";
+pub const WMS_SERVE_JOB_QUEUE_SIZE: &str = "WMS_SERVE_JOB_QUEUE_SIZE";
+/// `default_response_timeout` (seconds).
+pub const WMS_SERVE_RESPONSE_TIMEOUT: &str = "WMS_SERVE_RESPONSE_TIMEOUT";
+/// Seconds SIGTERM waits for in-flight requests.
+pub const WMS_SERVE_SHUTDOWN_TIMEOUT: &str = "WMS_SERVE_SHUTDOWN_TIMEOUT";
+/// ONNX Runtime intra-op threads (`number_of_threads`; default: all cores).
+pub const WMS_SERVE_THREADS: &str = "WMS_SERVE_THREADS";

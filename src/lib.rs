@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod model;
 pub mod ort_runtime;
 pub mod pth;
+pub mod serve;

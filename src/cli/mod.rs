@@ -1,2 +1,4 @@
 //! Command-line interfaces of the three binaries, as clap `…Args` structs plus a `run` per
 //! command that resolves settings and calls the capability modules. Binaries only dispatch here.
+
+pub mod serve;

@@ -1,4 +1,5 @@
 //! The one integration-test binary: a module per capability, helpers in `util`.
 
 mod cli;
+mod serve;
 mod util;

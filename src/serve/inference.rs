@@ -1,0 +1,377 @@
+//! The inference API (TorchServe's port 8080): `/ping`, `/predictions/{model}[/{version}]`, the
+//! upstream aliases `/predict` and `/health`, and the web page at `/`. A prediction request is
+//! read under `max_request_size`, preprocessed on the blocking pool, queued for the model's
+//! batcher and answered as a PNG mask or JSON; every failure is an [`ApiError`].
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::batcher::SubmitError;
+use super::error::ApiError;
+use super::metrics::{InflightGuard, StatusLabels};
+use super::predict;
+use super::state::{LoadedModel, SharedState};
+
+/// The web page: one self-contained file, no external resources.
+const INDEX_HTML: &str = include_str!("web/index.html");
+
+/// Multipart field names taken as the image, in order of preference (TorchServe uses `data`,
+/// upstream's FastAPI app `file`, its web form `image`).
+const IMAGE_FIELDS: &[&str] = &["data", "image", "file"];
+
+pub fn app(state: SharedState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/ping", get(ping))
+        .route("/health", get(ping))
+        .route("/predictions/{model}", post(predictions))
+        .route("/predictions/{model}/{version}", post(predictions_version))
+        .route("/predict", post(predict_alias))
+        .fallback(not_found)
+        // We read bodies ourselves under max_request_size, so errors are JSON.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+async fn ping(State(state): State<SharedState>) -> Response {
+    if state.is_ready() {
+        Json(Health { status: "Healthy" }).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "Unhealthy",
+            }),
+        )
+            .into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "code": 404,
+            "type": "ResourceNotFoundException",
+            "message": "no such endpoint; hint: POST /predictions/{model}, GET /ping",
+        })),
+    )
+        .into_response()
+}
+
+async fn predictions(
+    State(state): State<SharedState>,
+    Path(model): Path<String>,
+    req: Request,
+) -> Response {
+    handle(&state, &model, None, req, false).await
+}
+
+async fn predictions_version(
+    State(state): State<SharedState>,
+    Path((model, version)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    handle(&state, &model, Some(&version), req, false).await
+}
+
+/// Upstream's `POST /predict`: the (first) loaded model, JSON always.
+async fn predict_alias(State(state): State<SharedState>, req: Request) -> Response {
+    let Some(name) = state.models.first().map(|m| m.engine.info().name.clone()) else {
+        return ApiError::ModelNotFound {
+            name: String::new(),
+        }
+        .into_response();
+    };
+    handle(&state, &name, None, req, true).await
+}
+
+/// Runs one prediction and records its metrics, whatever the outcome.
+async fn handle(
+    state: &SharedState,
+    name: &str,
+    version: Option<&str>,
+    req: Request,
+    force_json: bool,
+) -> Response {
+    let arrived = Instant::now();
+    let Some(model) = state.model(name) else {
+        return ApiError::ModelNotFound {
+            name: name.to_string(),
+        }
+        .into_response();
+    };
+    let info = model.engine.info();
+    if let Some(v) = version
+        && v != info.version
+    {
+        return ApiError::VersionNotFound {
+            name: name.to_string(),
+            version: v.to_string(),
+            loaded: info.version.clone(),
+        }
+        .into_response();
+    }
+    let _inflight = InflightGuard::new(&state.metrics.inflight);
+    let timeout = state.limits.response_timeout;
+    let result = match tokio::time::timeout(
+        timeout,
+        predict_response(state, model, req, force_json, arrived),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::Timeout {
+            seconds: timeout.as_secs(),
+        }),
+    };
+    let labels = model.labels();
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let status = response.status();
+    state
+        .metrics
+        .inference_total
+        .get_or_create(&StatusLabels {
+            model: labels.model.clone(),
+            version: labels.version.clone(),
+            status: status.as_u16().to_string(),
+        })
+        .inc();
+    if status.is_success() {
+        state
+            .metrics
+            .latency_seconds
+            .get_or_create(&labels)
+            .observe(arrived.elapsed().as_secs_f64());
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct PredictionJson {
+    mask_base64: String,
+    metadata: PredictionMeta,
+}
+
+#[derive(Serialize)]
+struct PredictionMeta {
+    model_name: String,
+    model_version: String,
+    latency_ms: f64,
+    /// [width, height] the model ran at.
+    input_size: [u32; 2],
+    /// [width, height] of the returned mask.
+    mask_size: [u32; 2],
+    coverage: f64,
+}
+
+async fn predict_response(
+    state: &SharedState,
+    model: &LoadedModel,
+    req: Request,
+    force_json: bool,
+    arrived: Instant,
+) -> Result<Response, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::NotReady);
+    }
+    let original = wants_original(req.uri().query())?;
+    let json = force_json || wants_json(req.headers());
+    let bytes = read_image(req, state.limits.max_request_size).await?;
+
+    let spec = model.engine.info().preprocessing.clone();
+    let max_pixels = state.limits.max_image_pixels;
+    let prepared = blocking(move || predict::prepare(&bytes, &spec, max_pixels)).await??;
+
+    let rx = model.batcher.submit(prepared.input).map_err(|e| match e {
+        SubmitError::Full => ApiError::QueueFull,
+        SubmitError::Closed => ApiError::ShuttingDown,
+    })?;
+    let logits = match rx.await {
+        Ok(Ok(logits)) => logits,
+        Ok(Err(e)) => {
+            tracing::error!(model = %model.engine.info().name, error = %e, "inference failed");
+            return Err(ApiError::Internal);
+        }
+        Err(_) => return Err(ApiError::ShuttingDown),
+    };
+
+    let engine = model.engine.clone();
+    let size = original.then_some((prepared.width, prepared.height));
+    let (prediction, png) = blocking(move || {
+        let p = predict::postprocess(&logits, engine.info(), size);
+        let png = predict::encode_png(&p.mask);
+        (p, png)
+    })
+    .await?;
+    let png = png.map_err(|e| {
+        tracing::error!(error = %e, "PNG encoding failed");
+        ApiError::Internal
+    })?;
+
+    let info = model.engine.info();
+    let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
+    let version_header = [("X-Model-Version", info.version.clone())];
+    if json {
+        let body = PredictionJson {
+            mask_base64: base64::engine::general_purpose::STANDARD.encode(&png),
+            metadata: PredictionMeta {
+                model_name: info.name.clone(),
+                model_version: info.version.clone(),
+                latency_ms: (latency_ms * 1000.0).round() / 1000.0,
+                input_size: [
+                    info.preprocessing.input_width,
+                    info.preprocessing.input_height,
+                ],
+                mask_size: [prediction.mask.width(), prediction.mask.height()],
+                coverage: prediction.coverage,
+            },
+        };
+        Ok((version_header, Json(body)).into_response())
+    } else {
+        Ok((version_header, [(header::CONTENT_TYPE, "image/png")], png).into_response())
+    }
+}
+
+/// Runs CPU work on the blocking pool; a panic there is an internal error, not a crash.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "blocking task failed");
+        ApiError::Internal
+    })
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// `?size=original` (photo's size) or `?size=model` (the default).
+fn wants_original(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut original = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "size" {
+            original = match v {
+                "original" => true,
+                "model" | "" => false,
+                other => {
+                    return Err(ApiError::BadQuery {
+                        detail: format!("size={other}; expected size=original or size=model"),
+                    });
+                }
+            };
+        }
+    }
+    Ok(original)
+}
+
+/// The image bytes: the raw body, or the image field of a multipart form.
+async fn read_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::BodyTooLarge { limit };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::BadMultipart {
+                detail: "the request body could not be read".into(),
+            }
+        }
+    })?;
+    if !is_multipart {
+        return Ok(bytes);
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let mut multipart =
+        Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::BadMultipart {
+                detail: e.body_text(),
+            })?;
+    let mut chosen: Option<(usize, Bytes)> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::BadMultipart {
+                    detail: e.body_text(),
+                });
+            }
+        };
+        let rank = field
+            .name()
+            .and_then(|n| IMAGE_FIELDS.iter().position(|f| *f == n))
+            .or_else(|| field.file_name().map(|_| IMAGE_FIELDS.len()));
+        let data = field.bytes().await.map_err(|e| ApiError::BadMultipart {
+            detail: e.body_text(),
+        })?;
+        if let Some(rank) = rank
+            && chosen.as_ref().is_none_or(|(r, _)| rank < *r)
+        {
+            chosen = Some((rank, data));
+        }
+    }
+    chosen.map(|(_, b)| b).ok_or(ApiError::MissingImageField)
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_query() {
+        assert!(!wants_original(None).unwrap());
+        assert!(wants_original(Some("size=original")).unwrap());
+        assert!(!wants_original(Some("a=b&size=model")).unwrap());
+        assert!(wants_original(Some("size=huge")).is_err());
+    }
+}

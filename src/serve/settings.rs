@@ -1,0 +1,593 @@
+//! Turning `wms-serve`'s flags, environment and TorchServe `config.properties` into the one
+//! [`ServeSettings`] value the server runs with. Precedence: flags > environment > file >
+//! defaults, decided here and nowhere else. Every value keeps where it came from, so an error
+//! names the flag, variable or `file:line` to fix. Keys follow TorchServe's documented
+//! `config.properties` (defaults from its configuration docs); unknown keys are logged and
+//! ignored so a TorchServe file can be reused as is.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::serve::ServeArgs;
+use crate::env_vars;
+
+/// TorchServe's default inference address.
+pub const DEFAULT_INFERENCE_ADDRESS: &str = "http://127.0.0.1:8080";
+/// TorchServe's default management address.
+pub const DEFAULT_MANAGEMENT_ADDRESS: &str = "http://127.0.0.1:8081";
+/// TorchServe's default metrics address.
+pub const DEFAULT_METRICS_ADDRESS: &str = "http://127.0.0.1:8082";
+/// TorchServe's default `max_request_size` (6.5 MB).
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 6_553_500;
+/// Largest decoded image we accept (pixels); larger headers are rejected before decoding.
+/// 50 MP covers any phone camera; a 1 GB RGBA bomb would need 250 MP.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 50_000_000;
+
+/// A model to load at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSource {
+    /// Name in URLs; `None` = from the model's metadata, else the file stem.
+    pub name: Option<String>,
+    pub path: PathBuf,
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    pub inference_address: SocketAddr,
+    pub management_address: SocketAddr,
+    pub metrics_address: SocketAddr,
+    pub models: Vec<ModelSource>,
+    /// Requests coalesced into one ONNX Runtime run (TorchServe `batch_size`, default 1).
+    pub batch_size: usize,
+    /// How long the batcher waits to fill a batch (TorchServe `max_batch_delay`, ms, default 100).
+    pub max_batch_delay: Duration,
+    /// ONNX Runtime sessions per model; intra-op threads are split between them.
+    pub workers: usize,
+    pub max_request_size: usize,
+    pub max_image_pixels: u64,
+    /// Requests waiting for a batch slot; beyond it 503 + `Retry-After`.
+    pub job_queue_size: usize,
+    /// Per-request limit from arrival to response.
+    pub response_timeout: Duration,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// ONNX Runtime intra-op threads over all workers (default: all cores).
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}; hint: pass an existing file with --config")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {key} = {value:?}: {message}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error(
+        "no model to serve; hint: pass --model model.onnx, set {}, or set model_store and load_models in config.properties",
+        env_vars::WMS_SERVE_MODEL
+    )]
+    NoModel,
+    #[error(
+        "model_store {store}: {message}; hint: point model_store at a directory holding .onnx files"
+    )]
+    ModelStore { store: PathBuf, message: String },
+}
+
+/// One configuration key: its `config.properties` name, environment variable and default.
+struct Key {
+    name: &'static str,
+    env: &'static str,
+    default: Option<&'static str>,
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        name: "inference_address",
+        env: env_vars::WMS_SERVE_INFERENCE_ADDRESS,
+        default: Some(DEFAULT_INFERENCE_ADDRESS),
+    },
+    Key {
+        name: "management_address",
+        env: env_vars::WMS_SERVE_MANAGEMENT_ADDRESS,
+        default: Some(DEFAULT_MANAGEMENT_ADDRESS),
+    },
+    Key {
+        name: "metrics_address",
+        env: env_vars::WMS_SERVE_METRICS_ADDRESS,
+        default: Some(DEFAULT_METRICS_ADDRESS),
+    },
+    Key {
+        name: "model_store",
+        env: env_vars::WMS_SERVE_MODEL_STORE,
+        default: None,
+    },
+    Key {
+        name: "load_models",
+        env: env_vars::WMS_SERVE_LOAD_MODELS,
+        default: None,
+    },
+    Key {
+        name: "batch_size",
+        env: env_vars::WMS_SERVE_BATCH_SIZE,
+        default: Some("1"),
+    },
+    Key {
+        name: "max_batch_delay",
+        env: env_vars::WMS_SERVE_MAX_BATCH_DELAY,
+        default: Some("100"),
+    },
+    Key {
+        name: "default_workers_per_model",
+        env: env_vars::WMS_SERVE_WORKERS,
+        default: Some("1"),
+    },
+    Key {
+        name: "max_request_size",
+        env: env_vars::WMS_SERVE_MAX_REQUEST_SIZE,
+        default: Some("6553500"),
+    },
+    Key {
+        name: "max_image_pixels",
+        env: env_vars::WMS_SERVE_MAX_IMAGE_PIXELS,
+        default: Some("50000000"),
+    },
+    Key {
+        name: "job_queue_size",
+        env: env_vars::WMS_SERVE_JOB_QUEUE_SIZE,
+        default: Some("100"),
+    },
+    Key {
+        name: "default_response_timeout",
+        env: env_vars::WMS_SERVE_RESPONSE_TIMEOUT,
+        default: Some("120"),
+    },
+    Key {
+        name: "shutdown_timeout",
+        env: env_vars::WMS_SERVE_SHUTDOWN_TIMEOUT,
+        default: Some("30"),
+    },
+    Key {
+        name: "number_of_threads",
+        env: env_vars::WMS_SERVE_THREADS,
+        default: None,
+    },
+];
+
+/// TorchServe keys we accept without acting on them (no warning: they are meaningless here).
+const IGNORED_KEYS: &[&str] = &[
+    "number_of_netty_threads",
+    "netty_client_threads",
+    "enable_envvars_config",
+    "install_py_dep_per_model",
+    "default_service_handler",
+    "service_envelope",
+    "models",
+    "disable_token_authorization",
+    "enable_metrics_api",
+    "metrics_mode",
+    "metrics_format",
+];
+
+/// A raw value and where it came from.
+#[derive(Debug, Clone)]
+struct Raw {
+    value: String,
+    origin: String,
+}
+
+impl ServeSettings {
+    /// Resolves flags, environment (`env` looks a variable up) and the config file into settings.
+    pub fn resolve(
+        args: &ServeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let ServeArgs {
+            model,
+            config,
+            inference_address,
+            management_address,
+            metrics_address,
+            batch_size,
+            max_batch_delay,
+        } = args;
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        for key in KEYS {
+            if let Some(d) = key.default {
+                raw.insert(
+                    key.name,
+                    Raw {
+                        value: d.to_string(),
+                        origin: "default".into(),
+                    },
+                );
+            }
+        }
+        let config_path = config
+            .clone()
+            .or_else(|| env(env_vars::WMS_SERVE_CONFIG).map(PathBuf::from));
+        let mut config_dir = None;
+        if let Some(path) = &config_path {
+            let text =
+                fs_err::read_to_string(path).map_err(|source| SettingsError::ReadConfig {
+                    path: path.clone(),
+                    source: std::io::Error::new(source.kind(), source.to_string()),
+                })?;
+            config_dir = path.parent().map(Path::to_path_buf);
+            for (line_no, key, value) in parse_properties(&text) {
+                let origin = format!("{}:{line_no}", path.display());
+                match KEYS.iter().find(|k| k.name == key) {
+                    Some(k) => {
+                        raw.insert(k.name, Raw { value, origin });
+                    }
+                    None if IGNORED_KEYS.contains(&key.as_str()) => {}
+                    None => tracing::warn!(
+                        %origin, key, "unknown config.properties key ignored"
+                    ),
+                }
+            }
+        }
+        for key in KEYS {
+            if let Some(value) = env(key.env) {
+                raw.insert(
+                    key.name,
+                    Raw {
+                        value,
+                        origin: format!("environment variable {}", key.env),
+                    },
+                );
+            }
+        }
+        let flags: [(&'static str, &str, Option<String>); 5] = [
+            (
+                "inference_address",
+                "--inference-address",
+                inference_address.clone(),
+            ),
+            (
+                "management_address",
+                "--management-address",
+                management_address.clone(),
+            ),
+            (
+                "metrics_address",
+                "--metrics-address",
+                metrics_address.clone(),
+            ),
+            (
+                "batch_size",
+                "--batch-size",
+                batch_size.map(|v| v.to_string()),
+            ),
+            (
+                "max_batch_delay",
+                "--max-batch-delay",
+                max_batch_delay.map(|v| v.to_string()),
+            ),
+        ];
+        for (key, flag, value) in flags {
+            if let Some(value) = value {
+                raw.insert(
+                    key,
+                    Raw {
+                        value,
+                        origin: format!("flag {flag}"),
+                    },
+                );
+            }
+        }
+
+        let get = |key: &'static str| raw.get(key).cloned();
+        let addr = |key: &'static str| -> Result<SocketAddr, SettingsError> {
+            let r = get(key).expect("address keys have defaults");
+            parse_address(&r.value).map_err(|message| invalid(&r, key, message))
+        };
+        let positive = |key: &'static str| -> Result<u64, SettingsError> {
+            let r = get(key).expect("numeric keys have defaults");
+            match r.value.trim().parse::<u64>() {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(invalid(&r, key, "expected a positive integer".into())),
+            }
+        };
+        let non_negative = |key: &'static str| -> Result<u64, SettingsError> {
+            let r = get(key).expect("numeric keys have defaults");
+            r.value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| invalid(&r, key, "expected a non-negative integer".into()))
+        };
+
+        let threads = match get("number_of_threads") {
+            Some(r) => match r.value.trim().parse::<usize>() {
+                Ok(v) if v > 0 => v,
+                _ => {
+                    return Err(invalid(
+                        &r,
+                        "number_of_threads",
+                        "expected a positive integer".into(),
+                    ));
+                }
+            },
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+
+        let models = resolve_models(
+            model
+                .clone()
+                .or_else(|| env(env_vars::WMS_SERVE_MODEL).map(PathBuf::from)),
+            get("model_store"),
+            get("load_models"),
+            config_dir.as_deref(),
+        )?;
+
+        Ok(ServeSettings {
+            inference_address: addr("inference_address")?,
+            management_address: addr("management_address")?,
+            metrics_address: addr("metrics_address")?,
+            models,
+            batch_size: positive("batch_size")? as usize,
+            max_batch_delay: Duration::from_millis(non_negative("max_batch_delay")?),
+            workers: positive("default_workers_per_model")? as usize,
+            max_request_size: positive("max_request_size")? as usize,
+            max_image_pixels: positive("max_image_pixels")?,
+            job_queue_size: positive("job_queue_size")? as usize,
+            response_timeout: Duration::from_secs(positive("default_response_timeout")?),
+            shutdown_timeout: Duration::from_secs(non_negative("shutdown_timeout")?),
+            threads,
+        })
+    }
+}
+
+fn invalid(r: &Raw, key: &'static str, message: String) -> SettingsError {
+    SettingsError::Invalid {
+        origin: r.origin.clone(),
+        key,
+        value: r.value.clone(),
+        message,
+    }
+}
+
+/// `--model` wins; else `load_models` (`all`, or comma-separated `file.onnx` / `name=file.onnx`)
+/// relative to `model_store` (itself relative to the config file's directory).
+fn resolve_models(
+    model: Option<PathBuf>,
+    store: Option<Raw>,
+    load: Option<Raw>,
+    config_dir: Option<&Path>,
+) -> Result<Vec<ModelSource>, SettingsError> {
+    if let Some(path) = model {
+        return Ok(vec![ModelSource { name: None, path }]);
+    }
+    let Some(store) = store else {
+        return Err(SettingsError::NoModel);
+    };
+    let mut store_path = PathBuf::from(store.value.trim());
+    if store_path.is_relative()
+        && store.origin != "default"
+        && !store.origin.starts_with("environment")
+        && let Some(dir) = config_dir
+    {
+        store_path = dir.join(store_path);
+    }
+    let load_value = load.map_or_else(|| "all".to_string(), |r| r.value);
+    let mut models = Vec::new();
+    for entry in load_value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        if entry == "all" {
+            let rd = fs_err::read_dir(&store_path).map_err(|e| SettingsError::ModelStore {
+                store: store_path.clone(),
+                message: e.to_string(),
+            })?;
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+                .collect();
+            found.sort();
+            models.extend(
+                found
+                    .into_iter()
+                    .map(|path| ModelSource { name: None, path }),
+            );
+        } else {
+            let (name, file) = match entry.split_once('=') {
+                Some((n, f)) => (Some(n.trim().to_string()), f.trim()),
+                None => (None, entry),
+            };
+            models.push(ModelSource {
+                name,
+                path: store_path.join(file),
+            });
+        }
+    }
+    if models.is_empty() {
+        return Err(SettingsError::ModelStore {
+            store: store_path,
+            message: format!("load_models={load_value:?} selects no .onnx model"),
+        });
+    }
+    Ok(models)
+}
+
+/// `http://host:port` (as TorchServe writes addresses) or bare `host:port`.
+pub fn parse_address(value: &str) -> Result<SocketAddr, String> {
+    let v = value.trim();
+    let rest = if let Some(rest) = v.strip_prefix("http://") {
+        rest
+    } else if v.starts_with("https://") {
+        return Err(
+            "TLS is not built in; hint: use http:// and terminate TLS at the ingress".into(),
+        );
+    } else {
+        v
+    };
+    let rest = rest.trim_end_matches('/');
+    rest.to_socket_addrs()
+        .map_err(|e| format!("not host:port ({e}); hint: write it like http://127.0.0.1:8080"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
+/// Java-properties lines as TorchServe reads them: `key=value` or `key: value`, `#`/`!`
+/// comments, trailing `\` continues a line. Yields (1-based line, key, value).
+fn parse_properties(text: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
+            continue;
+        }
+        let mut logical = trimmed.to_string();
+        while logical.ends_with('\\') {
+            logical.pop();
+            match lines.next() {
+                Some((_, next)) => logical.push_str(next.trim_start()),
+                None => break,
+            }
+        }
+        let split = logical.find(['=', ':']);
+        let (key, value) = match split {
+            Some(pos) => (&logical[..pos], &logical[pos + 1..]),
+            None => (logical.as_str(), ""),
+        };
+        out.push((i + 1, key.trim().to_string(), value.trim().to_string()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            model: Some(PathBuf::from("m.onnx")),
+            ..ServeArgs::default()
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_torchserves() {
+        let s = ServeSettings::resolve(&args(), no_env).unwrap();
+        assert_eq!(s.inference_address.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.management_address.port(), 8081);
+        assert_eq!(s.metrics_address.port(), 8082);
+        assert_eq!(s.batch_size, 1);
+        assert_eq!(s.max_batch_delay, Duration::from_millis(100));
+        assert_eq!(s.job_queue_size, 100);
+        assert_eq!(s.response_timeout, Duration::from_secs(120));
+        assert_eq!(s.max_request_size, DEFAULT_MAX_REQUEST_SIZE);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.properties");
+        fs_err::write(
+            &cfg,
+            "# comment\ninference_address=http://127.0.0.1:9000\nbatch_size=4\nmax_batch_delay: 7\nmystery_key=1\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            (env_vars::WMS_SERVE_BATCH_SIZE, "6"),
+            (
+                env_vars::WMS_SERVE_INFERENCE_ADDRESS,
+                "http://127.0.0.1:9001",
+            ),
+        ]
+        .into();
+        let lookup = |k: &str| env.get(k).map(|v| v.to_string());
+        let mut a = args();
+        a.config = Some(cfg.clone());
+        let s = ServeSettings::resolve(&a, lookup).unwrap();
+        assert_eq!(s.inference_address.port(), 9001);
+        assert_eq!(s.batch_size, 6);
+        assert_eq!(s.max_batch_delay, Duration::from_millis(7));
+        a.inference_address = Some("http://127.0.0.1:0".into());
+        a.batch_size = Some(8);
+        let s = ServeSettings::resolve(&a, lookup).unwrap();
+        assert_eq!(s.inference_address.port(), 0);
+        assert_eq!(s.batch_size, 8);
+    }
+
+    #[test]
+    fn bad_value_names_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.properties");
+        fs_err::write(&cfg, "\nbatch_size=many\n").unwrap();
+        let mut a = args();
+        a.config = Some(cfg.clone());
+        let err = ServeSettings::resolve(&a, no_env).unwrap_err().to_string();
+        assert!(err.contains("config.properties:2"), "{err}");
+        assert!(
+            err.contains("batch_size") && err.contains("positive integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn models_from_store() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir(dir.path().join("store")).unwrap();
+        fs_err::write(dir.path().join("store/a.onnx"), b"").unwrap();
+        fs_err::write(dir.path().join("store/b.onnx"), b"").unwrap();
+        let cfg = dir.path().join("config.properties");
+        fs_err::write(&cfg, "model_store=store\nload_models=meters=a.onnx\n").unwrap();
+        let a = ServeArgs {
+            config: Some(cfg.clone()),
+            ..ServeArgs::default()
+        };
+        let s = ServeSettings::resolve(&a, no_env).unwrap();
+        assert_eq!(
+            s.models,
+            vec![ModelSource {
+                name: Some("meters".into()),
+                path: dir.path().join("store/a.onnx")
+            }]
+        );
+        fs_err::write(&cfg, "model_store=store\nload_models=all\n").unwrap();
+        let s = ServeSettings::resolve(&a, no_env).unwrap();
+        assert_eq!(s.models.len(), 2);
+        let none = ServeSettings::resolve(&ServeArgs::default(), no_env).unwrap_err();
+        assert!(none.to_string().contains("--model"), "{none}");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address("http://127.0.0.1:8080").unwrap().port(), 8080);
+        assert_eq!(parse_address("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_address("https://x:1").unwrap_err().contains("TLS"));
+        assert!(parse_address("http://nope").is_err());
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("torchserve/config.properties");
+        let a = ServeArgs {
+            config: Some(path),
+            ..args()
+        };
+        ServeSettings::resolve(&a, no_env).unwrap();
+    }
+}

@@ -1,0 +1,670 @@
+//! `wms-serve` acceptance (issue 4): parity of served masks with the library, bad inputs, the
+//! three APIs' shapes, batching under load, readiness and SIGTERM draining. Routers are driven
+//! with `oneshot` where no socket is needed; the load, shutdown and browser tests run the real
+//! binary on loopback ports it picks itself. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Cursor};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use image::{GrayImage, ImageFormat, Rgb, RgbImage};
+use tower::ServiceExt;
+use wms::checkpoint::PreprocessSpec;
+use wms::cli::serve::ServeArgs;
+use wms::model::ModelSpec;
+use wms::serve::{AppState, Engine, ServeSettings, SharedState, inference, management, metrics};
+
+use crate::util::bin;
+
+/// Model input of the test model: small (fast) and not square (catches W/H mix-ups).
+const INPUT_W: u32 = 160;
+const INPUT_H: u32 = 128;
+
+/// A tiny random U-Net (base 4) exported by the library's own exporter.
+fn fixture_model(dir: &Path) -> PathBuf {
+    let spec = ModelSpec {
+        base_filters: 4,
+        ..ModelSpec::default()
+    };
+    let mut ckpt = wms::onnx::fixtures::random_checkpoint(spec, 7);
+    ckpt.meta.model_name = "meters".into();
+    ckpt.meta.preprocessing = PreprocessSpec {
+        input_width: INPUT_W,
+        input_height: INPUT_H,
+        ..PreprocessSpec::default()
+    };
+    let bytes = wms::onnx::export(
+        &ckpt,
+        &wms::onnx::ExportOptions {
+            version: "2.1".into(),
+        },
+    )
+    .expect("export");
+    let path = dir.join("meters.onnx");
+    fs_err::write(&path, bytes).unwrap();
+    path
+}
+
+/// A synthetic "photo": a gradient with a bright disc, so the mask is not trivial.
+fn photo(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let (cx, cy) = (w as f32 * 0.6, h as f32 * 0.4);
+        let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+        if d < h as f32 * 0.25 {
+            Rgb([230, 220, 200])
+        } else {
+            Rgb([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x + y) % 97) as u8,
+            ])
+        }
+    })
+}
+
+fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    encode(&photo(w, h), ImageFormat::Jpeg)
+}
+
+fn settings(model: &Path, extra: impl Fn(&mut ServeArgs)) -> ServeSettings {
+    let mut args = ServeArgs {
+        model: Some(model.to_path_buf()),
+        ..ServeArgs::default()
+    };
+    extra(&mut args);
+    ServeSettings::resolve(&args, |_| None).unwrap()
+}
+
+async fn warm_state(settings: &ServeSettings) -> SharedState {
+    let engines = wms::serve::load_engines(settings).await.unwrap();
+    let state = AppState::new(engines, settings);
+    state.warm_up().await.unwrap();
+    state
+}
+
+async fn body_bytes(resp: axum::response::Response) -> Vec<u8> {
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+async fn json(resp: axum::response::Response) -> serde_json::Value {
+    let bytes = body_bytes(resp).await;
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+}
+
+fn post(uri: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post(uri).body(Body::from(body)).unwrap()
+}
+
+/// The mask computed in-process: library decoding + preprocessing, the engine, the threshold.
+fn in_process_mask(model: &Path, photo_bytes: &[u8]) -> GrayImage {
+    let engine = Engine::load(model, None, 1, 1).unwrap();
+    let img = wms::data::preprocess::decode_image(photo_bytes).unwrap();
+    let rgb = wms::data::preprocess::to_rgb(img);
+    let input = wms::data::preprocess::preprocess_image(&rgb, &engine.info().preprocessing);
+    let logits = engine.run(&[&input]).unwrap().remove(0);
+    wms::serve::engine::mask_from_logits(&logits, INPUT_W, INPUT_H)
+}
+
+#[tokio::test]
+async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let s = settings(&model, |_| {});
+    let state = warm_state(&s).await;
+    let app = inference::app(state);
+    let photo_bytes = jpeg(640, 480);
+    let expected = in_process_mask(&model, &photo_bytes);
+    let fg = expected.as_raw().iter().filter(|&&v| v == 255).count();
+    assert!(
+        fg > 0 && fg < expected.as_raw().len(),
+        "fixture should give a mixed mask, got {fg} foreground pixels"
+    );
+
+    // PNG by default, at the model's size.
+    let resp = app
+        .clone()
+        .oneshot(post("/predictions/meters", photo_bytes.clone()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "image/png");
+    let served = image::load_from_memory(&body_bytes(resp).await)
+        .unwrap()
+        .to_luma8();
+    assert_eq!(served.dimensions(), (INPUT_W, INPUT_H));
+    assert!(
+        served == expected,
+        "served mask differs from the in-process mask"
+    );
+
+    // JSON with Accept, versioned route, photo-sized mask.
+    let req = Request::post("/predictions/meters/2.1?size=original")
+        .header(header::ACCEPT, "application/json")
+        .body(Body::from(photo_bytes.clone()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = json(resp).await;
+    let meta = &v["metadata"];
+    assert_eq!(meta["model_version"], "2.1");
+    assert_eq!(meta["input_size"], serde_json::json!([INPUT_W, INPUT_H]));
+    let coverage = meta["coverage"].as_f64().unwrap();
+    let want = fg as f64 / expected.as_raw().len() as f64;
+    assert!((coverage - want).abs() < 1e-9, "{coverage} vs {want}");
+    assert!(meta["latency_ms"].as_f64().unwrap() >= 0.0);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v["mask_base64"].as_str().unwrap())
+        .unwrap();
+    let big = image::load_from_memory(&png).unwrap().to_luma8();
+    assert_eq!(big.dimensions(), (640, 480));
+    assert_eq!(
+        big,
+        wms::data::preprocess::resize_nearest_gray(&expected, 640, 480)
+    );
+
+    // Upstream alias: multipart field `file`, JSON answer.
+    let boundary = "XyZ";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&photo_bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let req = Request::post("/predict")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = json(resp).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v["mask_base64"].as_str().unwrap())
+        .unwrap();
+    assert!(image::load_from_memory(&png).unwrap().to_luma8() == expected);
+}
+
+#[tokio::test]
+async fn exif_orientation_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let s = settings(&model, |_| {});
+    let app = inference::app(warm_state(&s).await);
+    // A 64×32 JPEG tagged "rotate 90° CW" (orientation 6) is a 32×64 photo.
+    let plain = jpeg(64, 32);
+    let tagged = with_exif_orientation(&plain, 6);
+    let req = Request::post("/predictions/meters?size=original")
+        .body(Body::from(tagged))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mask = image::load_from_memory(&body_bytes(resp).await).unwrap();
+    assert_eq!((mask.width(), mask.height()), (32, 64));
+}
+
+/// Inserts an APP1 Exif segment with one Orientation entry after the JPEG's SOI marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"MM\x00\x2a\x00\x00\x00\x08"); // big-endian, IFD0 at 8
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// A PNG whose header claims `w`×`h` pixels but holds almost no data (a decompression bomb's
+/// first bytes are enough to refuse it).
+fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn bad_inputs_get_a_4xx_json_error_and_the_server_stays_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let cfg = dir.path().join("config.properties");
+    fs_err::write(&cfg, "max_request_size=200000\nmax_image_pixels=4000000\n").unwrap();
+    let s = settings(&model, |a| a.config = Some(cfg.clone()));
+    let app = inference::app(warm_state(&s).await);
+    let good = jpeg(320, 240);
+    let gif = b"GIF89a\x02\x00\x02\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x00\x00\x00\x00\x00,\x00\x00\x00\x00\x02\x00\x02\x00\x00\x02\x02D\x01\x00;".to_vec();
+    let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+        ("empty body", vec![], StatusCode::BAD_REQUEST),
+        (
+            "not an image",
+            b"{\"hello\": \"world\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "truncated JPEG",
+            good[..good.len() / 2].to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GIF", gif, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "over max_request_size",
+            vec![0xFF; 300_000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "decompression bomb",
+            png_header_claiming(100_000, 100_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (what, body, want) in cases {
+        let resp = app
+            .clone()
+            .oneshot(post("/predictions/meters", body))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{what}");
+        let v = json(resp).await;
+        assert_eq!(v["code"], want.as_u16(), "{what}: {v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            !msg.is_empty() && !msg.contains("panicked"),
+            "{what}: {msg}"
+        );
+    }
+    // Wrong model / version and a bad query are 4xx too.
+    for (uri, want) in [
+        ("/predictions/nope", StatusCode::NOT_FOUND),
+        ("/predictions/meters/9.9", StatusCode::NOT_FOUND),
+        ("/predictions/meters?size=huge", StatusCode::BAD_REQUEST),
+    ] {
+        let resp = app.clone().oneshot(post(uri, good.clone())).await.unwrap();
+        assert_eq!(resp.status(), want, "{uri}");
+    }
+    // Multipart without an image field.
+    let req = Request::post("/predict")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=b")
+        .body(Body::from(
+            "--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n",
+        ))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/ping").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app
+        .oneshot(post("/predictions/meters", good))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "a good request after bad ones"
+    );
+}
+
+#[tokio::test]
+async fn ping_is_503_until_warm_then_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let s = settings(&model, |_| {});
+    let engines = wms::serve::load_engines(&s).await.unwrap();
+    let state = AppState::new(engines, &s);
+    let app = inference::app(state.clone());
+    for path in ["/ping", "/health"] {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
+    let resp = app
+        .clone()
+        .oneshot(post("/predictions/meters", jpeg(64, 64)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    state.warm_up().await.unwrap();
+    let resp = app
+        .oneshot(Request::get("/ping").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp).await, serde_json::json!({"status": "Healthy"}));
+}
+
+#[tokio::test]
+async fn management_and_metrics_apis_have_torchserve_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let s = settings(&model, |_| {});
+    let state = warm_state(&s).await;
+    let mgmt = management::app(state.clone());
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+
+    let v = json(mgmt.clone().oneshot(get("/models")).await.unwrap()).await;
+    assert_eq!(
+        v,
+        serde_json::json!({"models": [{"modelName": "meters", "modelUrl": "meters.onnx"}]})
+    );
+    let v = json(
+        mgmt.clone()
+            .oneshot(get("/models?limit=1&next_page_token=1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["models"], serde_json::json!([]));
+    let resp = mgmt.clone().oneshot(get("/models?limit=x")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    for uri in ["/models/meters", "/models/meters/all", "/models/meters/2.1"] {
+        let resp = mgmt.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        let v = json(resp).await;
+        let d = &v[0];
+        assert_eq!(d["modelName"], "meters", "{uri}");
+        assert_eq!(d["modelVersion"], "2.1");
+        assert_eq!(d["workers"][0]["status"], "READY");
+        assert!(d["batchSize"].is_u64() && d["maxBatchDelay"].is_u64());
+    }
+    for uri in ["/models/other", "/models/meters/3.0"] {
+        let resp = mgmt.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{uri}");
+    }
+
+    let app = inference::app(state.clone());
+    let resp = app
+        .oneshot(post("/predictions/meters", jpeg(64, 48)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = metrics::app(state).oneshot(get("/metrics")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(body_bytes(resp).await).unwrap();
+    for needle in [
+        r#"wms_inference_total{model="meters",version="2.1",status="200"} 1"#,
+        "wms_inference_latency_seconds_bucket{",
+        "wms_inference_queue_seconds_count{",
+        "wms_inference_batch_size_count{",
+        r#"wms_model_loaded{model="meters",version="2.1"} 1"#,
+        "wms_inflight_requests 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
+
+/// The real binary on loopback ports of its choosing; killed on drop.
+struct Server {
+    child: Child,
+    inference: String,
+    management: String,
+    metrics: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let model = fixture_model(dir.path());
+        let mut child = bin("wms-serve")
+            .arg("--model")
+            .arg(&model)
+            .args([
+                "--inference-address",
+                "http://127.0.0.1:0",
+                "--management-address",
+                "http://127.0.0.1:0",
+                "--metrics-address",
+                "http://127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addr = |key: &str| {
+            let line = lines
+                .next()
+                .expect("wms-serve exited before printing its addresses")
+                .unwrap();
+            line.strip_prefix(&format!("{key}="))
+                .unwrap_or_else(|| panic!("expected {key}=…, got {line}"))
+                .to_string()
+        };
+        let inference = addr("inference_address");
+        let management = addr("management_address");
+        let metrics = addr("metrics_address");
+        Server {
+            child,
+            inference,
+            management,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    async fn wait_healthy(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = client.get(format!("{}/ping", self.inference)).send().await;
+            if let Ok(r) = r {
+                if r.status() == reqwest::StatusCode::OK {
+                    return;
+                }
+                assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+            }
+            assert!(Instant::now() < deadline, "wms-serve not healthy in 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wms-serve still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// `wms_inference_batch_size` histogram: (observations, observations of size 1).
+fn batch_histogram(text: &str) -> (u64, u64) {
+    let value = |prefix: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("wms_inference_batch_size") && l.contains(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    (value("_count{"), value("le=\"1.0\""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_clients_are_batched_without_errors() {
+    let server = Server::start(&["--batch-size", "8", "--max-batch-delay", "50"]);
+    let client = client();
+    server.wait_healthy(&client).await;
+    let photo = Arc::new(jpeg(320, 240));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, photo, url) = (
+            client.clone(),
+            photo.clone(),
+            format!("{}/predictions/meters", server.inference),
+        );
+        tasks.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                let r = client.post(&url).body(photo.to_vec()).send().await.unwrap();
+                statuses.push(r.status().as_u16());
+                let _ = r.bytes().await;
+            }
+            statuses
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap());
+    }
+    assert_eq!(all.len(), 64);
+    assert!(all.iter().all(|&s| s == 200), "statuses: {all:?}");
+    let text = client
+        .get(format!("{}/metrics", server.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (batches, singles) = batch_histogram(&text);
+    assert!(batches > 0, "{text}");
+    assert!(
+        batches > singles,
+        "no batch above 1 among {batches} batches:\n{text}"
+    );
+    assert!(
+        text.contains(r#"wms_inference_total{model="meters",version="2.1",status="200"} 64"#),
+        "{text}"
+    );
+    let models: serde_json::Value = client
+        .get(format!("{}/models", server.management))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["models"][0]["modelName"], "meters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_in_flight_requests_and_exits_0() {
+    // A long batch delay keeps requests in flight when the signal arrives.
+    let mut server = Server::start(&["--batch-size", "8", "--max-batch-delay", "1500"]);
+    let client = client();
+    server.wait_healthy(&client).await;
+    let photo = jpeg(320, 240);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let req = client
+            .post(format!("{}/predictions/meters", server.inference))
+            .body(photo.clone());
+        tasks.spawn(async move { req.send().await.map(|r| r.status().as_u16()) });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.sigterm();
+    let mut statuses = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        statuses.push(r.unwrap().expect("in-flight request completed"));
+    }
+    assert_eq!(statuses, vec![200; 4]);
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    // Stopped accepting.
+    assert!(
+        client
+            .get(format!("{}/ping", server.inference))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn serve_without_a_model_is_a_usage_error_with_a_hint() {
+    let out = bin("wms-serve")
+        .env_remove("WMS_SERVE_MODEL")
+        .env_remove("WMS_SERVE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("hint: pass --model"), "{stderr}");
+}
