@@ -3,6 +3,7 @@
 //! codes through [`exit`]. See `docs/architecture.md` for the map of modules.
 
 pub mod checkpoint;
+pub mod data;
 pub mod cli;
 pub mod env_vars;
 pub mod exit;

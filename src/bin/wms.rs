@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
+    Data(wms::cli::data::DataArgs),
     /// Show which native runtimes this installation finds (ONNX Runtime) and where.
     Doctor,
 }
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Data(args) => wms::cli::data::run(args),
         Command::Doctor => {
             let path = wms::ort_runtime::init()?;
             println!("onnxruntime: {}", path.display());

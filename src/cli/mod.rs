@@ -1,4 +1,5 @@
 //! Command-line interfaces of the three binaries, as clap `…Args` structs plus a `run` per
 //! command that resolves settings and calls the capability modules. Binaries only dispatch here.
 
+pub mod data;
 pub mod serve;
