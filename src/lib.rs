@@ -12,6 +12,7 @@ pub mod github;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod ort_runtime;
 pub mod pth;
 pub mod serve;

@@ -23,6 +23,9 @@ enum Command {
     Data(wms::cli::data::DataArgs),
     /// Show which native runtimes this installation finds (ONNX Runtime) and where.
     Doctor,
+    /// Export a checkpoint to ONNX (BatchNorm folded), optionally check it in ONNX Runtime and
+    /// write a TorchServe archive.
+    ExportOnnx(wms::cli::export::ExportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,5 +42,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("onnxruntime: {}", path.display());
             Ok(())
         }
+        Command::ExportOnnx(args) => wms::cli::export::run(args),
     }
 }

@@ -2,4 +2,5 @@
 //! command that resolves settings and calls the capability modules. Binaries only dispatch here.
 
 pub mod data;
+pub mod export;
 pub mod serve;
