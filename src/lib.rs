@@ -16,3 +16,5 @@ pub mod onnx;
 pub mod ort_runtime;
 pub mod pth;
 pub mod serve;
+#[cfg(feature = "train")]
+pub mod train;

@@ -21,6 +21,12 @@ struct Cli {
 enum Command {
     /// Print the libtorch build this binary runs on and the devices it sees.
     Info,
+    /// Train the U-Net: checkpoints, metrics.json, history.csv and curves.svg in --out.
+    Train(wms::cli::train::TrainArgs),
+    /// Convert a PyTorch `torch.save(model.state_dict())` file into a wms checkpoint.
+    Import(wms::cli::train::ImportArgs),
+    /// Write a checkpoint as a PyTorch state dict (`model.load_state_dict(torch.load(path))`).
+    ExportPth(wms::cli::train::ExportPthArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,5 +43,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("mkldnn: {}", tch::utils::has_mkldnn());
             Ok(())
         }
+        Command::Train(args) => wms::cli::train::run_train(args),
+        Command::Import(args) => wms::cli::train::run_import(args),
+        Command::ExportPth(args) => wms::cli::train::run_export_pth(args),
     }
 }

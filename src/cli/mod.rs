@@ -4,3 +4,5 @@
 pub mod data;
 pub mod export;
 pub mod serve;
+#[cfg(feature = "train")]
+pub mod train;

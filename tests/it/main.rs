@@ -2,6 +2,10 @@
 
 mod cli;
 mod data;
+#[cfg(feature = "train")]
+mod interop;
 mod onnx;
 mod serve;
+#[cfg(feature = "train")]
+mod train;
 mod util;

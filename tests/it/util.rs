@@ -8,6 +8,8 @@ pub fn bin(name: &str) -> Command {
     let path = match name {
         "wms" => PathBuf::from(env!("CARGO_BIN_EXE_wms")),
         "wms-serve" => PathBuf::from(env!("CARGO_BIN_EXE_wms-serve")),
+        #[cfg(feature = "train")]
+        "wms-train" => PathBuf::from(env!("CARGO_BIN_EXE_wms-train")),
         other => panic!("unknown binary {other}"),
     };
     let mut cmd = Command::new(path);

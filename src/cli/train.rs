@@ -1,0 +1,229 @@
+//! `wms-train train | import | export-pth`. Flags, else the `train` action's `INPUT_*` (config,
+//! data, out, seed, device), else the config file, else upstream defaults. Results go to stdout
+//! as JSON; logs and progress to stderr.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::checkpoint::PreprocessSpec;
+use crate::exit::UsageError;
+use crate::github::actions::Actions;
+use crate::train::{self, TrainConfig, TrainError, TrainPlan, interop};
+
+/// Run folder when neither `--out`, the action input nor `output.dir` names one.
+pub const DEFAULT_OUT: &str = "runs/train";
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// YAML config (keys of upstream configs/train.yaml); absent = upstream defaults.
+    /// Action input: `config`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data set folder with images/ and masks/. Action input: `data`.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Run folder for checkpoints, metrics and plots [default: runs/train]. Action input: `out`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// training.epochs
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// training.batch_size
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// data.image_size (square network input; multiple of 16 at depth 4)
+    #[arg(long, value_name = "PIXELS")]
+    pub input_size: Option<u32>,
+    /// training.seed. Action input: `seed`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// training.device: cpu, cuda or auto. Action input: `device`.
+    #[arg(long, value_parser = ["cpu", "cuda", "auto"])]
+    pub device: Option<String>,
+    /// training.learning_rate
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// training.weight_decay
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// training.pos_weight
+    #[arg(long)]
+    pub pos_weight: Option<f64>,
+    /// training.early_stopping_patience
+    #[arg(long)]
+    pub patience: Option<u32>,
+    /// model.base_filters
+    #[arg(long)]
+    pub base_filters: Option<i64>,
+    /// libtorch threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Continue the run in --out from its last finished epoch.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl TrainArgs {
+    /// Merges flags, action inputs and the config file into a plan; bad values are usage errors.
+    pub fn resolve(self, input: impl Fn(&str) -> Option<String>) -> Result<TrainPlan, UsageError> {
+        let TrainArgs {
+            config,
+            data,
+            out,
+            epochs,
+            batch_size,
+            input_size,
+            seed,
+            device,
+            lr,
+            weight_decay,
+            pos_weight,
+            patience,
+            base_filters,
+            threads,
+            resume,
+        } = self;
+        let usage = |e: TrainError| UsageError::new(e.to_string());
+        let config_path = config.or_else(|| input("config").map(PathBuf::from));
+        let mut cfg = match &config_path {
+            Some(p) => TrainConfig::read(p).map_err(usage)?,
+            None => TrainConfig::default(),
+        };
+        let seed = match seed {
+            Some(s) => Some(s),
+            None => input("seed")
+                .map(|s| {
+                    s.parse::<u64>().map_err(|_| {
+                        UsageError::new(format!(
+                            "action input seed={s:?} is not a non-negative integer; hint: e.g. seed: 42"
+                        ))
+                    })
+                })
+                .transpose()?,
+        };
+        let device = device.or_else(|| input("device"));
+        let t = &mut cfg.training;
+        set(&mut t.epochs, epochs);
+        set(&mut t.batch_size, batch_size);
+        set(&mut t.seed, seed);
+        set(&mut t.device, device);
+        set(&mut t.learning_rate, lr);
+        set(&mut t.weight_decay, weight_decay);
+        set(&mut t.pos_weight, pos_weight);
+        set(&mut t.early_stopping_patience, patience);
+        set(&mut cfg.data.image_size, input_size);
+        set(&mut cfg.model.base_filters, base_filters);
+        let data_dir = data
+            .or_else(|| input("data").map(PathBuf::from))
+            .or_else(|| cfg.data.data_dir.clone())
+            .ok_or_else(|| {
+                UsageError::new(
+                    "no data set given; hint: pass --data DIR (a folder with images/ and masks/; `wms data synth --out DIR` makes one)",
+                )
+            })?;
+        let out_dir = out
+            .or_else(|| input("out").map(PathBuf::from))
+            .or_else(|| cfg.output.dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+        // The plan records where things are; the config keeps only what shapes the result.
+        cfg.data.data_dir = None;
+        cfg.output.dir = None;
+        cfg.validate().map_err(usage)?;
+        if threads == Some(0) {
+            return Err(UsageError::new(
+                "--threads 0; hint: use at least 1, or omit it for all cores",
+            ));
+        }
+        Ok(TrainPlan {
+            config: cfg,
+            data_dir,
+            out_dir,
+            resume,
+            threads,
+        })
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let actions = Actions::from_env();
+    let plan = args.resolve(|name| actions.input(name))?;
+    let outcome = train::train(&plan, &actions)
+        .with_context(|| format!("training into {}", plan.out_dir.display()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&outcome.metrics).expect("metrics serialize")
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// A `torch.save(model.state_dict())` file of the upstream WaterMetersUNet.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// The wms checkpoint to write (`.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Input side the model was trained at, recorded for export and serving.
+    #[arg(long, value_name = "PIXELS", default_value_t = PreprocessSpec::default().input_width)]
+    pub input_size: u32,
+}
+
+pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
+    let ImportArgs {
+        from,
+        out,
+        input_size,
+    } = args;
+    if input_size == 0 {
+        return Err(UsageError::new("--input-size 0; hint: e.g. --input-size 512").into());
+    }
+    let pre = PreprocessSpec {
+        input_width: input_size,
+        input_height: input_size,
+        ..PreprocessSpec::default()
+    };
+    let ckpt = interop::import_pth(&from, &out, pre)
+        .with_context(|| format!("importing {}", from.display()))?;
+    tracing::info!(
+        tensors = ckpt.tensors.len(),
+        "imported {} into {}",
+        from.display(),
+        out.display()
+    );
+    let report = serde_json::json!({
+        "checkpoint": out,
+        "spec": ckpt.meta.spec,
+        "parameters": ckpt.meta.spec.parameter_count(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("serializes")
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportPthArgs {
+    /// A wms checkpoint (`best.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// The `.pth` file to write (loadable with `model.load_state_dict(torch.load(path))`).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+pub fn run_export_pth(args: ExportPthArgs) -> anyhow::Result<()> {
+    let ExportPthArgs { checkpoint, out } = args;
+    interop::export_pth(&checkpoint, &out)
+        .with_context(|| format!("exporting {}", checkpoint.display()))?;
+    println!("{}", out.display());
+    Ok(())
+}

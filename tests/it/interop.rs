@@ -1,0 +1,264 @@
+//! PyTorch checkpoint interop against the venv's real PyTorch: a reference `WaterMetersUNet`
+//! written here from the DESIGN §5 facts (not imported from anywhere), weights going both ways,
+//! logits compared within 1e-4; and a malicious pickle refused without running it.
+
+use std::path::Path;
+use std::process::Command;
+
+use tch::{Device, Tensor, nn};
+use wms::checkpoint::{Checkpoint, CheckpointMeta, PreprocessSpec};
+use wms::model::ModelSpec;
+use wms::train::{UNet, unet};
+
+use crate::util::{bin, python};
+
+/// Upstream architecture from DESIGN §5: blocks Conv-BN-ReLU ×2, MaxPool 2×2, decoder input =
+/// concat(upsampled deeper FIRST, skip), bilinear to the skip's size with align_corners=False.
+const REFERENCE_MODEL: &str = r#"
+import sys, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+
+def block(cin, cout):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+class WaterMetersUNet(nn.Module):
+    def __init__(self, inChannels=3, baseFilters=16, outChannels=1):
+        super().__init__()
+        b = baseFilters
+        self.enc1 = block(inChannels, b)
+        self.enc2 = block(b, 2 * b)
+        self.enc3 = block(2 * b, 4 * b)
+        self.enc4 = block(4 * b, 8 * b)
+        self.bottleneck = block(8 * b, 16 * b)
+        self.dec4 = block(16 * b + 8 * b, 8 * b)
+        self.dec3 = block(8 * b + 4 * b, 4 * b)
+        self.dec2 = block(4 * b + 2 * b, 2 * b)
+        self.dec1 = block(2 * b + b, b)
+        self.final = nn.Conv2d(b, outChannels, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        e4 = self.enc4(F.max_pool2d(e3, 2))
+        b = self.bottleneck(F.max_pool2d(e4, 2))
+        def up(x, skip):
+            return F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=False)
+        d4 = self.dec4(torch.cat([up(b, e4), e4], 1))
+        d3 = self.dec3(torch.cat([up(d4, e3), e3], 1))
+        d2 = self.dec2(torch.cat([up(d3, e2), e2], 1))
+        d1 = self.dec1(torch.cat([up(d2, e1), e1], 1))
+        return self.final(d1)
+
+mode, pth, x_path, out_path = sys.argv[1:5]
+n, h, w = 2, 48, 32
+x = torch.from_numpy(np.fromfile(x_path, dtype=np.float32).reshape(n, 3, h, w))
+model = WaterMetersUNet()
+if mode == "save":
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+            elif name.endswith("num_batches_tracked"):
+                buf.fill_(7)
+        for name, p in model.named_parameters():
+            if ".1." in name or ".4." in name:
+                p.copy_(torch.rand_like(p) + 0.5 if name.endswith("weight") else torch.randn_like(p) * 0.1)
+    torch.save(model.state_dict(), pth)
+else:
+    # torch >= 2.6 defaults to weights_only=True: only plain tensors and allow-listed types load.
+    model.load_state_dict(torch.load(pth))
+model.eval()
+with torch.no_grad():
+    model(x).numpy().astype(np.float32).tofile(out_path)
+"#;
+
+const N: i64 = 2;
+const H: i64 = 48;
+const W: i64 = 32;
+
+fn write_input(dir: &Path) -> Vec<f32> {
+    // Deterministic, non-trivial input without an RNG dependency.
+    let x: Vec<f32> = (0..N * 3 * H * W)
+        .map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.011).cos()) * 0.8)
+        .collect();
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    fs_err::write(dir.join("x.f32"), bytes).unwrap();
+    x
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    fs_err::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn run_reference(dir: &Path, mode: &str, pth: &Path) -> Vec<f32> {
+    let script = dir.join("reference.py");
+    fs_err::write(&script, REFERENCE_MODEL).unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .args([mode, pth.to_str().unwrap()])
+        .arg(dir.join("x.f32"))
+        .arg(dir.join("y_torch.f32"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reference model failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_f32(&dir.join("y_torch.f32"))
+}
+
+/// Our forward pass, in eval mode, on the checkpoint's weights.
+fn our_logits(ckpt: &Checkpoint, x: &[f32]) -> Vec<f32> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = UNet::new(&vs.root(), &ckpt.meta.spec);
+    unet::load_state_dict(&vs, &ckpt.tensors).unwrap();
+    let x = Tensor::from_slice(x).view([N, 3, H, W]);
+    let y = tch::no_grad(|| model.forward(&x, false)).unwrap();
+    Vec::<f32>::try_from(&y.contiguous().view([-1])).unwrap()
+}
+
+fn assert_close(ours: &[f32], theirs: &[f32]) {
+    assert_eq!(ours.len(), theirs.len());
+    let max = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max < 1e-4, "max |Δlogit| = {max}");
+    // The logits must not be trivially equal (e.g. all zeros).
+    assert!(theirs.iter().any(|v| v.abs() > 1e-3));
+}
+
+#[test]
+fn pytorch_state_dict_imports_and_gives_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = write_input(dir.path());
+    let pth = dir.path().join("best.pth");
+    let theirs = run_reference(dir.path(), "save", &pth);
+
+    let ckpt_path = dir.path().join("imported.safetensors");
+    let out = bin("wms-train")
+        .args(["import", "--from"])
+        .arg(&pth)
+        .arg("--out")
+        .arg(&ckpt_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["parameters"], 1_965_569);
+
+    let ckpt = Checkpoint::read(&ckpt_path).unwrap();
+    assert_eq!(ckpt.meta.spec, ModelSpec::default());
+    assert_eq!(ckpt.meta.source, "import:best.pth");
+    assert_eq!(ckpt.meta.preprocessing, PreprocessSpec::default());
+    assert_eq!(
+        ckpt.tensors["enc1.1.num_batches_tracked"].data,
+        wms::checkpoint::TensorData::I64(vec![7])
+    );
+    assert_close(&our_logits(&ckpt, &x), &theirs);
+}
+
+#[test]
+fn exported_pth_loads_in_pytorch_and_gives_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = write_input(dir.path());
+    let spec = ModelSpec::default();
+    tch::manual_seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = UNet::new(&vs.root(), &spec);
+    // Non-trivial BatchNorm statistics, so eval mode is really exercised.
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with("running_mean") {
+                t.copy_(&(Tensor::randn_like(&t) * 0.1));
+            } else if name.ends_with("running_var") {
+                t.copy_(&(Tensor::rand_like(&t) + 0.5));
+            }
+        }
+    });
+    let ckpt = Checkpoint {
+        meta: CheckpointMeta::new("water-meters-unet", spec, PreprocessSpec::default()),
+        tensors: unet::state_dict(&vs).unwrap(),
+    };
+    let ckpt_path = dir.path().join("best.safetensors");
+    ckpt.write(&ckpt_path).unwrap();
+    let pth = dir.path().join("model.pth");
+    let out = bin("wms-train")
+        .args(["export-pth", "--checkpoint"])
+        .arg(&ckpt_path)
+        .arg("--out")
+        .arg(&pth)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = run_reference(dir.path(), "load", &pth);
+    assert_close(&our_logits(&ckpt, &x), &theirs);
+}
+
+#[test]
+fn pickle_with_a_foreign_global_is_refused_and_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let evil = dir.path().join("evil.pth");
+    // A torch-style zip whose pickle would run `os.system("touch pwned")` if executed.
+    let script = r#"
+import os, pickle, sys, zipfile
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("evil/data.pkl", pickle.dumps({"enc1.0.weight": Evil()}, protocol=2))
+    z.writestr("evil/version", "3\n")
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(&evil)
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ckpt = dir.path().join("out.safetensors");
+    let out = bin("wms-train")
+        .args(["import", "--from"])
+        .arg(&evil)
+        .arg("--out")
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a plain tensor state dict"), "{stderr}");
+    // Python pickles os.system as posix.system on Linux.
+    assert!(
+        stderr.contains("posix.system") || stderr.contains("os.system"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!marker.exists(), "the pickle was executed");
+    assert!(!ckpt.exists(), "a checkpoint was written");
+}
