@@ -32,9 +32,9 @@ OUTPUT_NAME = "logits"
 
 
 def contrast_stretch(x, low, high):
-    """(x - p_low) / (p_high - p_low + 1e-6), clipped to [0, 1]; x in [0, 1], HWC float32."""
+    """(x - p_low) / (p_high - p_low + 1e-6), clipped to [0, 1]; x in [0, 1], HWC float64."""
     p_low, p_high = np.percentile(x, [low, high])
-    return np.clip((x - p_low) / (p_high - p_low + 1e-6), 0.0, 1.0).astype(np.float32)
+    return np.clip((x - p_low) / (p_high - p_low + 1e-6), 0.0, 1.0)
 
 
 def median_blur(u8, k):
@@ -51,11 +51,12 @@ def median_blur(u8, k):
 
 def preprocess_rgb(rgb_u8, pre):
     """HWC uint8 RGB already resized to the network size -> CHW float32."""
-    x = rgb_u8.astype(np.float32) / 255.0
+    # float64 throughout, as upstream's numpy code: the uint8 truncation below depends on it.
+    x = rgb_u8.astype(np.float64) / 255.0
     x = contrast_stretch(x, pre["percentile_low"], pre["percentile_high"])
     u8 = (x * 255.0).astype(np.uint8)
     u8 = median_blur(u8, int(pre["median_kernel"]))
-    return np.ascontiguousarray((u8.astype(np.float32) / 255.0).transpose(2, 0, 1))
+    return np.ascontiguousarray((u8.astype(np.float64) / 255.0).astype(np.float32).transpose(2, 0, 1))
 
 
 def decode_image(data, pre):

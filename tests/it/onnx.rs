@@ -398,6 +398,70 @@ print(json.dumps({"shape": list(y.shape), "finite": bool(np.isfinite(y).all()),
     );
 }
 
+#[test]
+fn torchserve_handler_preprocessing_equals_the_library_bit_for_bit() {
+    // One preprocessing implementation (DESIGN §3): the handler's numpy port of the steps after
+    // the resize must give exactly what wms::data::preprocess gives.
+    use wms::checkpoint::PreprocessSpec;
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, h) = (37u32, 29u32);
+    let mut rng = fixtures::SplitMix64::new(9);
+    // A low-contrast photo, so the stretch and the truncation to uint8 both matter.
+    let raw: Vec<u8> = (0..w * h * 3)
+        .map(|_| 60 + (rng.next_u64() % 90) as u8)
+        .collect();
+    let img = image::RgbImage::from_raw(w, h, raw.clone()).unwrap();
+    let spec = PreprocessSpec {
+        input_width: w,
+        input_height: h,
+        ..PreprocessSpec::default()
+    };
+    let mut want = vec![0f32; (3 * w * h) as usize];
+    wms::data::preprocess::normalize_resized_into(&img, &spec, &mut want);
+    let photo = tmp.path().join("photo.u8");
+    let spec_json = tmp.path().join("spec.json");
+    let out = tmp.path().join("x.f32");
+    fs_err::write(&photo, &raw).unwrap();
+    fs_err::write(&spec_json, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let script = r#"
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import handler
+pre = json.load(open(sys.argv[3]))
+photo = np.fromfile(sys.argv[2], dtype=np.uint8).reshape(pre["input_height"], pre["input_width"], 3)
+handler.preprocess_rgb(photo, pre).astype("<f4").tofile(sys.argv[4])
+"#;
+    let torchserve = Path::new(env!("CARGO_MANIFEST_DIR")).join("torchserve");
+    run_python(script, &[&torchserve, &photo, &spec_json, &out]);
+    let got = read_f32(&out, [1, 3, h as usize, w as usize]);
+    let mismatches = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(mismatches, 0, "handler and library preprocessing differ");
+}
+
+#[cfg(feature = "train")]
+#[test]
+fn onnx_runtime_matches_the_tch_model_in_eval_mode_on_two_sizes() {
+    use wms::train::unet::{UNet, load_state_dict};
+    let e = exported();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = UNet::new(&vs.root(), &e.ckpt.meta.spec);
+    load_state_dict(&vs, &e.ckpt.tensors).unwrap();
+    let mut model = OrtModel::load(&e.model).unwrap();
+    for (i, shape) in SHAPES.into_iter().enumerate() {
+        let x = fixtures::random_input(shape, 300 + i as u64);
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let xt = tch::Tensor::from_slice(x.as_slice().unwrap()).reshape(&dims);
+        let yt = tch::no_grad(|| net.forward(&xt, false)).unwrap();
+        let flat: Vec<f32> = Vec::try_from(yt.contiguous().view([-1])).unwrap();
+        let torch = Array4::from_shape_vec((shape[0], 1, shape[2], shape[3]), flat).unwrap();
+        let ort = model.run(x.view()).unwrap();
+        let d = max_abs_diff(ort.view(), torch.view());
+        eprintln!("{shape:?}: max |ORT − tch| = {d:.3e}");
+        assert!(d <= TOLERANCE, "{shape:?}: ORT vs tch {d}");
+    }
+}
+
 fn assert_one_line_error_naming(args: &[&std::ffi::OsStr], file: &Path, expect: &str) {
     let out = bin("wms").arg("export-onnx").args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -456,4 +520,40 @@ fn no_checkpoint_at_all_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
+}
+
+#[test]
+fn export_onnx_action_passes_every_input_and_maps_every_output() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("actions/export-onnx/action.yml");
+    let action: serde_yaml::Value =
+        serde_yaml::from_str(&fs_err::read_to_string(path).unwrap()).unwrap();
+    let steps = action["runs"]["steps"].as_sequence().unwrap();
+    let export = steps
+        .iter()
+        .find(|s| s["id"].as_str() == Some("export"))
+        .unwrap();
+    assert_eq!(export["run"].as_str(), Some("wms export-onnx"));
+    // Every input reaches wms as INPUT_<NAME>, which it reads (composites do not set them).
+    for (name, _) in action["inputs"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let var = format!("INPUT_{}", name.to_uppercase());
+        assert_eq!(
+            export["env"][var.as_str()].as_str(),
+            Some(format!("${{{{ inputs.{name} }}}}").as_str()),
+            "{var}"
+        );
+    }
+    // Every output comes from a step output the command writes.
+    let written = ["model_path", "sha256", "size", "mar_path"];
+    let outputs = action["outputs"].as_mapping().unwrap();
+    assert_eq!(outputs.len(), written.len());
+    for (name, spec) in outputs {
+        let value = spec["value"].as_str().unwrap();
+        assert!(
+            written
+                .iter()
+                .any(|w| value == format!("${{{{ steps.export.outputs.{w} }}}}")),
+            "{name:?}: {value}"
+        );
+    }
 }
