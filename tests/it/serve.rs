@@ -26,7 +26,9 @@ use crate::util::bin;
 const INPUT_W: u32 = 160;
 const INPUT_H: u32 = 128;
 
-/// A tiny random U-Net (base 4) exported by the library's own exporter.
+/// A tiny random U-Net (base 4) exported by the library's own exporter. Random weights put
+/// nearly every pixel on one side of the threshold, so the final bias is shifted to the median
+/// logit of the fixture photo: about half of its pixels are foreground and masks say something.
 fn fixture_model(dir: &Path) -> PathBuf {
     let spec = ModelSpec {
         base_filters: 4,
@@ -39,15 +41,24 @@ fn fixture_model(dir: &Path) -> PathBuf {
         input_height: INPUT_H,
         ..PreprocessSpec::default()
     };
-    let bytes = wms::onnx::export(
-        &ckpt,
-        &wms::onnx::ExportOptions {
-            version: "2.1".into(),
-        },
-    )
-    .expect("export");
     let path = dir.join("meters.onnx");
-    fs_err::write(&path, bytes).unwrap();
+    let export = |ckpt: &wms::checkpoint::Checkpoint| {
+        let opts = wms::onnx::ExportOptions {
+            version: "2.1".into(),
+        };
+        fs_err::write(&path, wms::onnx::export(ckpt, &opts).expect("export")).unwrap();
+    };
+    export(&ckpt);
+    let engine = Engine::load(&path, None, 1, 1).unwrap();
+    let input =
+        wms::data::preprocess::preprocess_image(&photo(640, 480), &engine.info().preprocessing);
+    let mut logits = engine.run(&[&input]).unwrap().remove(0);
+    logits.sort_by(f32::total_cmp);
+    let median = logits[logits.len() / 2];
+    let bias = ckpt.tensors.get_mut("final.bias").unwrap();
+    // Ties at the median (flat image regions) count as foreground.
+    bias.data = wms::checkpoint::TensorData::F32(vec![bias.to_f32()[0] - median + 1e-4]);
+    export(&ckpt);
     path
 }
 
@@ -667,4 +678,227 @@ fn serve_without_a_model_is_a_usage_error_with_a_hint() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("hint: pass --model"), "{stderr}");
+}
+
+/// Chromium for the browser test: `WMS_CHROMIUM` or Debian's `/usr/bin/chromium`.
+fn chromium() -> Option<PathBuf> {
+    std::env::var_os("WMS_CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/usr/bin/chromium")))
+        .filter(|p| p.is_file())
+}
+
+/// A page session over the Chrome DevTools Protocol.
+struct Cdp {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl Cdp {
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = serde_json::json!({"id": id, "method": method, "params": params});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                msg.to_string(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no CDP answer to {method} in 30 s"))
+                .expect("CDP socket closed")
+                .unwrap();
+            let Ok(text) = frame.into_text() else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    async fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expr, "returnByValue": true}),
+            )
+            .await;
+        r["result"]["value"].clone()
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_page_uploads_a_photo_and_renders_the_overlay_in_chromium() {
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium not found; hint: apt-get install chromium (make bootstrap)"
+        );
+        eprintln!("skipped: chromium not installed (apt-get install chromium)");
+        return;
+    };
+    let server = Server::start(&[]);
+    let client = client();
+    server.wait_healthy(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = dir.path().join("meter.jpg");
+    fs_err::write(&photo_path, jpeg(640, 480)).unwrap();
+
+    let mut browser = KillOnDrop(
+        std::process::Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--window-size=1200,900",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("profile").display()
+            ))
+            .arg(format!("{}/", server.inference))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…" on stderr.
+    let stderr = browser.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let browser_ws = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("chromium did not print its DevTools address in 30 s");
+    let host = browser_ws
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page_ws = loop {
+        let targets: serde_json::Value = client
+            .get(format!("http://{host}/json/list"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = targets.as_array().and_then(|t| {
+            t.iter()
+                .find(|t| {
+                    t["type"] == "page"
+                        && t["url"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with(&server.inference)
+                })
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_string))
+        });
+        if let Some(p) = page {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no page target: {targets}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(page_ws.as_str())
+        .await
+        .unwrap();
+    let mut cdp = Cdp { ws, next_id: 0 };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cdp
+        .eval("document.readyState === 'complete' && !!document.getElementById('file')")
+        .await
+        != serde_json::json!(true)
+    {
+        assert!(Instant::now() < deadline, "page did not load");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let doc = cdp.call("DOM.getDocument", serde_json::json!({})).await;
+    let input = cdp
+        .call(
+            "DOM.querySelector",
+            serde_json::json!({"nodeId": doc["root"]["nodeId"], "selector": "#file"}),
+        )
+        .await;
+    cdp.call(
+        "DOM.setFileInputFiles",
+        serde_json::json!({"nodeId": input["nodeId"], "files": [photo_path.to_str().unwrap()]}),
+    )
+    .await;
+
+    let probe = r#"(() => {
+        const c = document.querySelector('.card');
+        if (!c) return 'none';
+        if (c.dataset.state === 'error') return 'error: ' + c.textContent;
+        const img = c.querySelector('img.overlay');
+        const a = c.querySelector('a.download');
+        if (c.dataset.state === 'done' && img && img.complete && img.naturalWidth > 0 && a)
+            return `done ${img.naturalWidth}x${img.naturalHeight} ${a.download} ${a.href.slice(0, 22)}`;
+        return c.dataset.state;
+    })()"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        let v = cdp.eval(probe).await;
+        let s = v.as_str().unwrap_or("").to_string();
+        if s.starts_with("done") || s.starts_with("error") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "overlay not rendered in 60 s: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        outcome,
+        "done 640x480 meter-mask.png data:image/png;base64,"
+    );
+    // The overlay is the photo with the mask tinted: some pixels differ from the photo.
+    let shot = cdp
+        .call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        )
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
+    if let Some(out) = std::env::var_os("WMS_WEB_SCREENSHOT") {
+        fs_err::write(out, &png).unwrap();
+    }
+    assert!(image::load_from_memory(&png).is_ok());
 }
