@@ -63,3 +63,10 @@ test: bootstrap fmt lint
 clean:
 	cargo clean
 	rm -rf $(VENV) demo-out bench-out
+
+## bench-serve: wms-serve vs a PyTorch-eager FastAPI reference on the same random upstream weights
+## and one 640×480 JPEG, same client for both: cold start, p50/p95 latency (1 client), requests/s
+## at concurrency 8, and the ratios. Results in bench-out/serve/serve.json.
+.PHONY: bench-serve
+bench-serve: release
+	bash bench/serve/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/serve" "$(VENV)"
