@@ -70,3 +70,20 @@ clean:
 .PHONY: bench-serve
 bench-serve: release
 	bash bench/serve/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/serve" "$(VENV)"
+
+## bench-detect: `wms detect-changes` against `git diff --name-only` for a 200-file change in a
+## generated repository of 50 000 files and 10 000 commits (made once with git fast-import and
+## kept under bench-out/). Prints both medians and the ratio; goal ≤ 1.2×.
+BENCH_DETECT_REPO := $(CURDIR)/bench-out/detect/repo
+.PHONY: bench-detect
+bench-detect:
+	cargo build $(CARGO_FLAGS) --release --bin wms
+	@if [ ! -f "$(BENCH_DETECT_REPO)/.git/wms-bench-ready" ]; then \
+	  echo "bench-detect: generating 50 000 files / 10 000 commits (once)"; \
+	  rm -rf "$(BENCH_DETECT_REPO)"; mkdir -p "$(BENCH_DETECT_REPO)"; \
+	  git -C "$(BENCH_DETECT_REPO)" -c init.defaultBranch=main init -q; \
+	  $(PYTHON) bench/detect/gen.py | git -C "$(BENCH_DETECT_REPO)" fast-import --quiet; \
+	  git -C "$(BENCH_DETECT_REPO)" repack -adq; \
+	  touch "$(BENCH_DETECT_REPO)/.git/wms-bench-ready"; \
+	fi
+	$(PYTHON) bench/detect/run.py "$(RELEASE)/wms" "$(BENCH_DETECT_REPO)"

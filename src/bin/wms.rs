@@ -19,6 +19,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Decide from the event's commits whether to train and/or deploy: named path filters over
+    /// a git diff, DVC data deltas, step outputs and a job summary.
+    DetectChanges(wms::cli::detect::DetectArgs),
     /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
     Data(wms::cli::data::DataArgs),
     /// Show which native runtimes this installation finds (ONNX Runtime) and where.
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Data(args) => wms::cli::data::run(args),
         Command::Doctor => {
             let path = wms::ort_runtime::init()?;

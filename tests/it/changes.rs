@@ -1,0 +1,944 @@
+//! `wms detect-changes` against real repositories built with the git CLI, one per kind of
+//! event. For every scenario the changed-file list must equal `git diff --name-only -M` over
+//! the same base and head, and the filters must decide as documented (issue 5).
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wms::changes::Filters;
+use wms::changes::glob::Glob;
+use wms::github::actions::parse_file_command;
+
+use crate::util::bin;
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A git command isolated from the machine's configuration, with a fixed identity and clock.
+fn git_command(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+        .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z")
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "tag.gpgsign=false",
+            "-c",
+            "core.autocrlf=false",
+        ]);
+    cmd
+}
+
+fn run_git(dir: &Path, args: &[&str]) -> String {
+    let out = git_command(dir).args(args).output().expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository in a temp dir.
+struct Repo {
+    _tmp: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("repo");
+        std::fs::create_dir_all(&path).unwrap();
+        run_git(&path, &["init", "-q", "-b", "main"]);
+        Repo {
+            _tmp: Some(tmp),
+            path,
+        }
+    }
+
+    fn at(path: PathBuf) -> Repo {
+        Repo { _tmp: None, path }
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        run_git(&self.path, args)
+    }
+
+    fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> &Self {
+        let p = self.path.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    fn remove(&self, rel: &str) -> &Self {
+        std::fs::remove_file(self.path.join(rel)).unwrap();
+        self
+    }
+
+    /// `git add -A && git commit`, returning the new sha.
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.rev("HEAD")
+    }
+
+    fn rev(&self, spec: &str) -> String {
+        self.git(&["rev-parse", &format!("{spec}^{{commit}}")])
+    }
+
+    /// What git itself reports as changed, with rename detection.
+    fn git_diff(&self, base: &str, head: &str) -> BTreeSet<String> {
+        self.git(&["diff", "--name-only", "-M", base, head])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The usual starting point: a model repository on `main` with two commits.
+    fn model_repo() -> Repo {
+        let r = Repo::new();
+        r.write("README.md", "# model\n")
+            .write("configs/train.yaml", "epochs: 50\n")
+            .write(
+                "torchserve/config.properties",
+                "inference_address=http://0.0.0.0:8080\n",
+            )
+            .write("src/app.py", "print('hi')\n");
+        r.commit("initial");
+        r.write("docs/intro.md", "intro\n");
+        r.commit("docs");
+        r
+    }
+}
+
+/// The result of one `wms detect-changes` run.
+struct Run {
+    output: Output,
+    json: Value,
+    outputs: Vec<(String, String)>,
+    summary: String,
+}
+
+impl Run {
+    fn files(&self) -> BTreeSet<String> {
+        self.json["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.json[key]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{key} in {}", self.json))
+    }
+
+    fn filter(&self, name: &str) -> bool {
+        self.json["filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("filter {name}"))["matched"]
+            .as_bool()
+            .unwrap()
+    }
+
+    fn output(&self, key: &str) -> &str {
+        self.outputs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("output {key} in {:?}", self.outputs))
+    }
+
+    fn base(&self) -> &str {
+        self.json["base"].as_str().unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn reasons(&self) -> String {
+        self.json["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `wms detect-changes --format json` in `repo`, optionally as the runner would call it for
+/// `event` (name, payload). Environment of the surrounding CI is removed first.
+fn detect(repo: &Path, event: Option<(&str, Value)>, extra: &[&str]) -> Run {
+    let out = detect_raw(repo, event, extra);
+    assert!(
+        out.0.status.success(),
+        "wms detect-changes failed: {}\n{}",
+        String::from_utf8_lossy(&out.0.stderr),
+        String::from_utf8_lossy(&out.0.stdout)
+    );
+    let json: Value = serde_json::from_slice(&out.0.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.0.stdout)
+        )
+    });
+    Run {
+        output: out.0,
+        json,
+        outputs: out.1,
+        summary: out.2,
+    }
+}
+
+fn detect_raw(
+    repo: &Path,
+    event: Option<(&str, Value)>,
+    extra: &[&str],
+) -> (Output, Vec<(String, String)>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let output_file = tmp.path().join("github_output");
+    let summary_file = tmp.path().join("summary.md");
+    let mut cmd = bin("wms");
+    cmd.current_dir(repo)
+        .args(["detect-changes", "--format", "json"])
+        .args(extra)
+        .env("HOME", tmp.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GITHUB_OUTPUT", &output_file)
+        .env("GITHUB_STEP_SUMMARY", &summary_file)
+        .env_remove("GITHUB_EVENT_NAME")
+        .env_remove("GITHUB_EVENT_PATH")
+        .env_remove("GITHUB_SHA");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("INPUT_") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some((name, payload)) = event {
+        let path = tmp.path().join("event.json");
+        std::fs::write(&path, payload.to_string()).unwrap();
+        cmd.env("GITHUB_EVENT_NAME", name)
+            .env("GITHUB_EVENT_PATH", &path);
+    }
+    let output = cmd.output().unwrap();
+    let outputs = std::fs::read_to_string(&output_file)
+        .map(|t| parse_file_command("GITHUB_OUTPUT", &t).unwrap())
+        .unwrap_or_default();
+    let summary = std::fs::read_to_string(&summary_file).unwrap_or_default();
+    (output, outputs, summary)
+}
+
+fn push_event(git_ref: &str, before: &str, after: &str) -> Value {
+    serde_json::json!({
+        "ref": git_ref,
+        "before": before,
+        "after": after,
+        "created": before == ZERO,
+        "deleted": false,
+        "forced": false,
+        "repository": {"default_branch": "main"},
+    })
+}
+
+fn pr_event(number: u64, base: &str, head: &str) -> Value {
+    serde_json::json!({
+        "number": number,
+        "pull_request": {"number": number, "base": {"sha": base, "ref": "main"}, "head": {"sha": head}},
+        "repository": {"default_branch": "main"},
+    })
+}
+
+#[test]
+fn push_on_a_branch_compares_before_with_after() {
+    let r = Repo::model_repo();
+    let before = r.rev("HEAD");
+    r.write("configs/train.yaml", "epochs: 60\n")
+        .write("docs/intro.md", "more\n");
+    r.commit("tune");
+    r.write("src/app.py", "print('bye')\n");
+    let after = r.commit("code");
+    let run = detect(
+        &r.path,
+        Some(("push", push_event("refs/heads/main", &before, &after))),
+        &[],
+    );
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    assert_eq!(run.base(), before);
+    assert!(run.flag("should_train") && run.flag("should_deploy"));
+    assert!(run.filter("docs"));
+    assert!(!run.flag("data_changed"));
+    assert_eq!(run.output("should_train"), "true");
+    assert_eq!(run.output("train_count"), "1");
+    assert_eq!(run.output("train_files"), r#"["configs/train.yaml"]"#);
+    assert_eq!(run.output("changes"), r#"["train","docs"]"#);
+    assert_eq!(run.output("base"), before);
+    assert_eq!(run.output("head"), after);
+    let reasons = run.output("reasons");
+    assert!(
+        reasons.contains("should_train is true: filter `train` matched configs/train.yaml"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("should_deploy is true"), "{reasons}");
+    assert!(
+        run.summary.contains("| `train` | true | 1 |"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.summary.contains("| `should_train` | true |"),
+        "{}",
+        run.summary
+    );
+}
+
+#[test]
+fn first_push_of_a_new_branch_uses_the_merge_base_with_the_default_branch() {
+    let r = Repo::model_repo();
+    let fork_point = r.rev("HEAD");
+    r.git(&["checkout", "-q", "-b", "feature"]);
+    r.write(
+        "torchserve/config.properties",
+        "inference_address=http://0.0.0.0:9090\n",
+    );
+    r.commit("serve on 9090");
+    r.write("docs/serve.md", "serving\n");
+    let after = r.commit("docs");
+    // main moves on: its new files must not show up in the branch's changes.
+    r.git(&["checkout", "-q", "main"]);
+    r.write("configs/train.yaml", "epochs: 70\n");
+    r.commit("main moves");
+    r.git(&["checkout", "-q", "feature"]);
+
+    let run = detect(
+        &r.path,
+        Some(("push", push_event("refs/heads/feature", ZERO, &after))),
+        &[],
+    );
+    assert_eq!(run.base(), fork_point);
+    assert_eq!(run.files(), r.git_diff(&fork_point, &after));
+    assert!(!run.flag("should_train"), "{}", run.reasons());
+    assert!(run.flag("should_deploy"));
+    assert!(run.reasons().contains("new branch"), "{}", run.reasons());
+}
+
+#[test]
+fn force_push_with_a_vanished_before_falls_back_to_the_merge_base_with_a_warning() {
+    let r = Repo::model_repo();
+    let fork_point = r.rev("HEAD");
+    r.git(&["checkout", "-q", "-b", "feature"]);
+    r.write("configs/train.yaml", "epochs: 5\n");
+    let after = r.commit("rewritten history");
+    let vanished = "1234567890abcdef1234567890abcdef12345678";
+    let mut event = push_event("refs/heads/feature", vanished, &after);
+    event["forced"] = Value::Bool(true);
+    let run = detect(&r.path, Some(("push", event)), &[]);
+    assert_eq!(run.base(), fork_point);
+    assert_eq!(run.files(), r.git_diff(&fork_point, &after));
+    assert!(run.flag("should_train"));
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("warning") && stderr.contains("1234567") && stderr.contains("force-push"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_request_from_a_fork_like_second_branch() {
+    let r = Repo::model_repo();
+    // The contributor works in their own clone, from the current main.
+    let fork_dir = r.path.parent().unwrap().join("fork");
+    run_git(
+        r.path.parent().unwrap(),
+        &[
+            "clone",
+            "-q",
+            r.path.to_str().unwrap(),
+            fork_dir.to_str().unwrap(),
+        ],
+    );
+    let fork = Repo::at(fork_dir);
+    fork.write("data/training/images.dvc", dvc_file(1244, 80_123_456, "aa"));
+    fork.commit("track images");
+    fork.write("data/training/images.dvc", dvc_file(1489, 96_300_000, "bb"))
+        .write("docs/data.md", "data\n");
+    let head = fork.commit("more images");
+    // Upstream main moves on meanwhile.
+    r.write("torchserve/config.properties", "x=1\n");
+    let base = r.commit("upstream change");
+    // GitHub exposes the fork's head as refs/pull/<n>/head in the base repository.
+    r.git(&[
+        "fetch",
+        "-q",
+        fork.path.to_str().unwrap(),
+        "main:refs/pull/7/head",
+    ]);
+
+    let run = detect(
+        &r.path,
+        Some(("pull_request", pr_event(7, &base, &head))),
+        &[],
+    );
+    let merge_base = r.git(&["merge-base", &base, &head]);
+    assert_eq!(run.base(), merge_base);
+    assert_eq!(run.files(), r.git_diff(&merge_base, &head));
+    let three_dots: BTreeSet<String> = r
+        .git(&["diff", "--name-only", "-M", &format!("{base}...{head}")])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(run.files(), three_dots);
+    assert!(!run.files().contains("torchserve/config.properties"));
+    assert!(run.flag("should_train") && run.flag("data_changed"));
+    assert!(
+        run.reasons()
+            .contains("data/training/images: newly tracked (1489 files, 96.3 MB)"),
+        "{}",
+        run.reasons()
+    );
+    // pull_request_target carries the same shas.
+    let target = detect(
+        &r.path,
+        Some(("pull_request_target", pr_event(7, &base, &head))),
+        &[],
+    );
+    assert_eq!(target.files(), run.files());
+}
+
+fn dvc_file(nfiles: u64, size: u64, md5_prefix: &str) -> String {
+    format!(
+        "outs:\n- md5: {md5_prefix}{}.dir\n  size: {size}\n  nfiles: {nfiles}\n  hash: md5\n  path: images\n",
+        "0".repeat(32 - md5_prefix.len())
+    )
+}
+
+#[test]
+fn dvc_deltas_report_how_tracked_outputs_changed() {
+    let r = Repo::model_repo();
+    r.write("data/training/images.dvc", dvc_file(1244, 80_123_456, "aa"))
+        .write(
+            "dvc.lock",
+            "schema: '2.0'\nstages:\n  train:\n    cmd: wms-train train\n    outs:\n    - path: models/best.safetensors\n      hash: md5\n      md5: 11112222333344445555666677778888\n      size: 7864320\n",
+        );
+    let before = r.commit("data v1");
+    r.write("data/training/images.dvc", dvc_file(1489, 96_300_000, "bb"))
+        .write(
+            "dvc.lock",
+            "schema: '2.0'\nstages:\n  train:\n    cmd: wms-train train\n    outs:\n    - path: models/best.safetensors\n      hash: md5\n      md5: 99990000333344445555666677778888\n      size: 7864320\n",
+        );
+    let after = r.commit("data v2");
+    let run = detect(&r.path, None, &["--base", &before, "--head", &after]);
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    assert!(run.flag("data_changed") && run.flag("should_train"));
+    let reasons = run.reasons();
+    assert!(
+        reasons.contains("data/training/images: 1244 → 1489 files (+245), 80.1 MB → 96.3 MB"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("models/best.safetensors: content changed"),
+        "{reasons}"
+    );
+    assert_eq!(run.json["data"].as_array().unwrap().len(), 2);
+    assert!(
+        run.summary.contains("Data changes (DVC)"),
+        "{}",
+        run.summary
+    );
+
+    // Reformatting a .dvc file without changing the data is not a data change.
+    r.write(
+        "data/training/images.dvc",
+        "outs:\n- path: images\n  hash: md5\n  nfiles: 1489\n  size: 96300000\n  md5: bb000000000000000000000000000000.dir\n",
+    );
+    let reformatted = r.commit("reorder keys");
+    let run = detect(&r.path, None, &["--base", &after, "--head", &reformatted]);
+    assert!(!run.flag("data_changed"));
+    assert!(
+        run.flag("should_train"),
+        "the train filter still sees the .dvc file"
+    );
+    assert!(
+        run.reasons().contains("no tracked output did"),
+        "{}",
+        run.reasons()
+    );
+}
+
+#[test]
+fn merge_commit_compares_against_its_first_parent() {
+    let r = Repo::model_repo();
+    r.git(&["checkout", "-q", "-b", "feature"]);
+    r.write("torchserve/handler.py", "handler\n");
+    r.commit("handler");
+    r.git(&["checkout", "-q", "main"]);
+    r.write("docs/other.md", "other\n");
+    let before = r.commit("main work");
+    r.git(&["merge", "-q", "--no-ff", "-m", "merge feature", "feature"]);
+    let merge = r.rev("HEAD");
+
+    let run = detect(
+        &r.path,
+        Some(("push", push_event("refs/heads/main", &before, &merge))),
+        &[],
+    );
+    assert_eq!(run.files(), r.git_diff(&before, &merge));
+    assert_eq!(
+        run.files(),
+        BTreeSet::from(["torchserve/handler.py".to_string()])
+    );
+    assert!(run.flag("should_deploy") && !run.flag("should_train"));
+
+    // With only a head, a merge commit is compared with its first parent too.
+    let run = detect(&r.path, None, &["--head", &merge]);
+    assert_eq!(run.base(), before);
+    assert_eq!(run.files(), r.git_diff(&format!("{merge}^1"), &merge));
+    assert!(run.reasons().contains("merge commit"), "{}", run.reasons());
+    // And locally, without event or flags, HEAD is that merge commit.
+    let local = detect(&r.path, None, &[]);
+    assert_eq!(local.files(), run.files());
+}
+
+#[test]
+fn rename_is_detected_like_git_diff_m() {
+    let r = Repo::model_repo();
+    let body: String = (0..40).map(|i| format!("key{i}: {i}\n")).collect();
+    r.write("configs/old_name.yaml", &body);
+    let before = r.commit("config");
+    r.remove("configs/old_name.yaml");
+    r.write("archive/new_name.yaml", format!("{body}extra: 1\n"));
+    let after = r.commit("move config");
+    let run = detect(&r.path, None, &["--base", &before, "--head", &after]);
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    let file = &run.json["files"][0];
+    assert_eq!(file["status"], "renamed");
+    assert_eq!(file["old_path"], "configs/old_name.yaml");
+    assert_eq!(file["path"], "archive/new_name.yaml");
+    // Moving a file out of configs/ changes the training configuration.
+    assert!(run.flag("should_train"), "{}", run.reasons());
+}
+
+#[test]
+fn delete_is_reported_with_its_old_path() {
+    let r = Repo::model_repo();
+    let before = r.rev("HEAD");
+    r.remove("torchserve/config.properties");
+    let after = r.commit("drop torchserve config");
+    let filters = r.path.join("filters.yaml");
+    std::fs::write(
+        &filters,
+        "deploy:\n  - 'torchserve/**'\ndeleted_only:\n  - deleted: '**'\nadded_only:\n  - added: '**'\n",
+    )
+    .unwrap();
+    let run = detect(
+        &r.path,
+        None,
+        &[
+            "--base",
+            &before,
+            "--head",
+            &after,
+            "--filters",
+            filters.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    assert_eq!(run.json["files"][0]["status"], "deleted");
+    assert!(run.filter("deploy") && run.filter("deleted_only") && !run.filter("added_only"));
+    // No `train` filter in this file: nothing is trained, deploy still decides.
+    assert!(!run.flag("should_train") && run.flag("should_deploy"));
+}
+
+#[test]
+fn binary_files_are_listed_by_name() {
+    let r = Repo::model_repo();
+    let before = r.rev("HEAD");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    r.write("models/weights.bin", &bytes);
+    r.commit("weights");
+    let mut changed = bytes.clone();
+    changed[5000] ^= 0xff;
+    r.write("models/weights.bin", &changed);
+    let after = r.commit("new weights");
+    let run = detect(&r.path, None, &["--base", &before, "--head", &after]);
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    assert_eq!(run.files().len(), 1);
+}
+
+#[test]
+fn submodule_pointer_change_is_one_changed_path() {
+    let r = Repo::model_repo();
+    let sub = Repo::new();
+    sub.write("lib.txt", "v1\n");
+    sub.commit("sub v1");
+    r.git(&[
+        "submodule",
+        "add",
+        "-q",
+        sub.path.to_str().unwrap(),
+        "vendor/sub",
+    ]);
+    let before = r.commit("add submodule");
+    sub.write("lib.txt", "v2\n");
+    let sub_v2 = sub.commit("sub v2");
+    let inner = Repo::at(r.path.join("vendor/sub"));
+    inner.git(&["fetch", "-q", "origin"]);
+    inner.git(&["checkout", "-q", &sub_v2]);
+    let after = r.commit("bump submodule");
+    let run = detect(&r.path, None, &["--base", &before, "--head", &after]);
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    assert_eq!(run.files(), BTreeSet::from(["vendor/sub".to_string()]));
+    assert_eq!(run.json["files"][0]["status"], "modified");
+}
+
+#[test]
+fn tag_push_compares_with_the_previous_tag_of_the_same_pattern() {
+    let r = Repo::model_repo();
+    r.git(&["tag", "v1.9.0"]);
+    r.write("configs/train.yaml", "epochs: 1\n");
+    let v1_10 = r.commit("one");
+    r.git(&["tag", "-a", "-m", "release", "v1.10.0"]);
+    r.write("docs/a.md", "a\n");
+    r.commit("two");
+    // Tags of other patterns in between must not be picked.
+    r.git(&["tag", "v1.11.0-rc1"]);
+    r.git(&["tag", "model-7"]);
+    r.write("torchserve/config.properties", "y=2\n");
+    let head = r.commit("three");
+    r.git(&["tag", "v1.11.0"]);
+    let run = detect(
+        &r.path,
+        Some(("push", push_event("refs/tags/v1.11.0", ZERO, &head))),
+        &[],
+    );
+    assert_eq!(run.base(), v1_10);
+    assert_eq!(run.files(), r.git_diff("v1.10.0", "v1.11.0"));
+    assert!(
+        run.reasons().contains("previous tag v1.10.0"),
+        "{}",
+        run.reasons()
+    );
+
+    // The first tag of a pattern compares against the empty tree: everything is new.
+    let run = detect(
+        &r.path,
+        Some(("push", push_event("refs/tags/model-7", ZERO, &head))),
+        &[],
+    );
+    assert_eq!(run.base(), "4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+    assert_eq!(run.files(), r.git_diff(run.base(), &head));
+}
+
+#[test]
+fn manual_runs_are_always_or_since_a_ref() {
+    let r = Repo::model_repo();
+    let first = r.rev("HEAD~1");
+    let run = detect(
+        &r.path,
+        Some(("workflow_dispatch", serde_json::json!({}))),
+        &[],
+    );
+    assert!(run.flag("always") && run.flag("should_train") && run.flag("should_deploy"));
+    assert!(run.filter("docs"));
+    assert!(run.files().is_empty());
+    let run = detect(
+        &r.path,
+        Some(("schedule", serde_json::json!({"schedule": "0 3 * * *"}))),
+        &["--manual-base", &first],
+    );
+    assert!(!run.flag("always"));
+    assert_eq!(run.files(), r.git_diff(&first, "HEAD"));
+    assert!(run.filter("docs") && !run.flag("should_train"));
+}
+
+#[test]
+fn a_pull_request_touching_5000_files_is_handled() {
+    let r = Repo::model_repo();
+    let base = r.rev("HEAD");
+    r.git(&["checkout", "-q", "-b", "big"]);
+    for i in 0..5000 {
+        r.write(
+            &format!("data/raw/{:02}/sample_{i:04}.txt", i % 50),
+            format!("sample {i}\n"),
+        );
+    }
+    let head = r.commit("5000 files");
+    let started = Instant::now();
+    let run = detect(
+        &r.path,
+        Some(("pull_request", pr_event(1, &base, &head))),
+        &[],
+    );
+    let took = started.elapsed();
+    assert_eq!(run.files().len(), 5000);
+    assert_eq!(run.files(), r.git_diff(&base, &head));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+/// `git daemon` serving a directory on 127.0.0.1 (git:// is a smart protocol, so libgit2 can
+/// fetch shallow history from it; its local-path transport cannot).
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = git_command(base)
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                base.to_str().unwrap(),
+            ])
+            // It logs an expected hang-up when libgit2 closes the connection after a fetch.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon { child, port }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An origin with history and a `--depth 1` clone of it, as actions/checkout makes by default.
+fn origin_and_shallow_clone() -> (Repo, Repo, String, String) {
+    let origin = Repo::model_repo();
+    let before = origin.rev("HEAD");
+    origin.write("configs/train.yaml", "epochs: 80\n");
+    origin.commit("tune");
+    origin.write("docs/more.md", "more\n");
+    let after = origin.commit("docs");
+    let clone_dir = origin.path.parent().unwrap().join("shallow");
+    run_git(
+        origin.path.parent().unwrap(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &format!("file://{}", origin.path.display()),
+            clone_dir.to_str().unwrap(),
+        ],
+    );
+    let clone = Repo::at(clone_dir);
+    assert_eq!(clone.git(&["rev-parse", "--is-shallow-repository"]), "true");
+    (origin, clone, before, after)
+}
+
+#[test]
+fn shallow_clone_without_a_remote_exits_1_with_the_fetch_depth_hint() {
+    let (_origin, clone, before, after) = origin_and_shallow_clone();
+    clone.git(&["remote", "remove", "origin"]);
+    let (out, _, _) = detect_raw(
+        &clone.path,
+        Some(("push", push_event("refs/heads/main", &before, &after))),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("fetch-depth: 0"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // A pull request needs the merge-base, which is outside the clone too.
+    let (out, _, _) = detect_raw(
+        &clone.path,
+        Some(("pull_request", pr_event(3, &before, &after))),
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fetch-depth: 0"));
+}
+
+#[test]
+fn shallow_clone_with_a_remote_fetches_the_missing_history() {
+    let (origin, clone, before, after) = origin_and_shallow_clone();
+    let daemon = Daemon::start(origin.path.parent().unwrap());
+    clone.git(&[
+        "remote",
+        "set-url",
+        "origin",
+        &format!("git://127.0.0.1:{}/repo", daemon.port),
+    ]);
+    let run = detect(
+        &clone.path,
+        Some(("push", push_event("refs/heads/main", &before, &after))),
+        &[],
+    );
+    assert_eq!(run.base(), before);
+    assert_eq!(run.files(), origin.git_diff(&before, &after));
+    assert!(run.flag("should_train"));
+    assert!(run.reasons().contains("shallow"), "{}", run.reasons());
+    assert_eq!(
+        clone.git(&["rev-parse", "--is-shallow-repository"]),
+        "false"
+    );
+}
+
+#[test]
+fn bad_payloads_and_filters_fail_with_a_hint_not_a_panic() {
+    let r = Repo::model_repo();
+    for (name, payload) in [
+        (
+            "pull_request",
+            serde_json::json!({"pull_request": {"base": {}}}),
+        ),
+        ("push", serde_json::json!([1, 2, 3])),
+        ("push", serde_json::json!({"before": 7})),
+    ] {
+        let (out, _, _) = detect_raw(&r.path, Some((name, payload.clone())), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{payload}: {stderr}");
+        assert!(
+            stderr.contains("hint:") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+    let (out, _, _) = detect_raw(&r.path, None, &["--filters", "train: ['{a,b']\nx: [1]\n"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("\"x\"") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    let (out, _, _) = detect_raw(&r.path, None, &["--base", "no-such-ref"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no-such-ref") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn repository_filters_file_replaces_the_defaults() {
+    let r = Repo::model_repo();
+    r.write(".github/wms-filters.yaml", "train:\n  - 'src/**'\n");
+    r.commit("filters");
+    r.write("src/app.py", "changed\n");
+    let after = r.commit("code");
+    let run = detect(&r.path, None, &["--head", &after]);
+    assert!(run.flag("should_train"));
+    assert_eq!(run.json["filters_origin"], ".github/wms-filters.yaml");
+    assert_eq!(run.json["filters"].as_array().unwrap().len(), 1);
+}
+
+/// Glob cases from dorny/paths-filter's README and picomatch's documented behaviour with
+/// `dot: true`.
+#[test]
+fn globs_match_like_paths_filter_picomatch_with_dot() {
+    let cases: &[(&str, &str, bool)] = &[
+        // "Match all files" / dotfiles are matched because `dot: true`.
+        ("**", "src/main.rs", true),
+        ("**", ".github/workflows/ci.yml", true),
+        ("**", ".gitignore", true),
+        ("*", ".env", true),
+        (".github/workflows/**", ".github/workflows/build.yml", true),
+        ("**/*.yml", ".github/workflows/build.yml", true),
+        // Directory filters from the README: `backend/**`, `frontend/**`.
+        ("backend/**", "backend/src/app.ts", true),
+        ("backend/**", "backend", true),
+        ("backend/**", "frontend/src/app.ts", false),
+        ("backend/**", "mybackend/app.ts", false),
+        // `*` stays inside one directory level; `**/` may match zero directories.
+        ("*.md", "README.md", true),
+        ("*.md", "docs/README.md", false),
+        ("**/*.md", "README.md", true),
+        ("**/*.md", "docs/deep/README.md", true),
+        ("src/*.js", "src/a/b.js", false),
+        ("src/**/*.js", "src/b.js", true),
+        ("src/**/*.js", "src/a/b/c.js", true),
+        // `pkg/a/b/c/**` with `!**/*.jpeg` (README's predicate-quantifier example).
+        ("pkg/a/b/c/**", "pkg/a/b/c/d.jpeg", true),
+        ("**/*.jpeg", "pkg/a/b/c/d.jpeg", true),
+        // Braces, classes, `?`.
+        ("**/*.{js,ts}", "web/app.ts", true),
+        ("**/*.{js,ts}", "web/app.tsx", false),
+        ("file?.txt", "file1.txt", true),
+        ("file?.txt", "file/.txt", false),
+        ("[a-c]*.txt", "b.txt", true),
+        ("[!a-c]*.txt", "b.txt", false),
+        // Case-sensitive.
+        ("*.MD", "README.md", false),
+    ];
+    for &(pattern, path, expect) in cases {
+        assert_eq!(
+            Glob::new(pattern).unwrap().is_match(path),
+            expect,
+            "{pattern:?} vs {path:?}"
+        );
+    }
+    // Negation is applied in order (README: exclude Markdown and images from a package).
+    let filters = Filters::parse(
+        "readme",
+        "backend:\n  - 'pkg/a/b/c/**'\n  - '!**/*.jpeg'\n  - '!**/*.md'\ndocs_but_not_drafts:\n  - 'docs/**'\n  - '!docs/drafts/**'\n  - 'docs/drafts/published.md'\n",
+    )
+    .unwrap();
+    let decide = |filter: &str, path: &str| {
+        let f = filters.filters.iter().find(|f| f.name == filter).unwrap();
+        f.matches(&wms::changes::FileChange {
+            path: path.into(),
+            old_path: None,
+            kind: wms::changes::ChangeKind::Modified,
+        })
+    };
+    let ordered: &[(&str, &str, bool)] = &[
+        ("backend", "pkg/a/b/c/main.go", true),
+        ("backend", "pkg/a/b/c/photo.jpeg", false),
+        ("backend", "pkg/a/b/c/README.md", false),
+        ("backend", "pkg/other/main.go", false),
+        ("docs_but_not_drafts", "docs/guide.md", true),
+        ("docs_but_not_drafts", "docs/drafts/wip.md", false),
+        ("docs_but_not_drafts", "docs/drafts/published.md", true),
+    ];
+    for &(filter, path, expect) in ordered {
+        assert_eq!(decide(filter, path), expect, "{filter} vs {path}");
+    }
+}
