@@ -185,6 +185,38 @@ mod tests {
     }
 
     #[test]
+    fn a_model_that_does_not_match_its_checkpoint_fails_the_check() {
+        let spec = ModelSpec {
+            base_filters: 4,
+            depth: 2,
+            ..ModelSpec::default()
+        };
+        let ckpt = fixtures::random_checkpoint(spec, 11);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        let bytes = export(
+            &ckpt,
+            &ExportOptions {
+                version: "1".into(),
+            },
+        )
+        .unwrap();
+        fs_err::write(&path, bytes).unwrap();
+        // Same architecture, different BatchNorm statistics: what a wrong fold would look like.
+        let mut other = ckpt.clone();
+        if let Some(crate::checkpoint::TensorData::F32(v)) = other
+            .tensors
+            .get_mut("dec1.4.running_var")
+            .map(|t| &mut t.data)
+        {
+            v.iter_mut().for_each(|x| *x *= 4.0);
+        }
+        let err = parity(&path, &other, &[[1, 3, 8, 8]], 1).unwrap_err();
+        assert!(matches!(err, OnnxError::Parity { .. }), "{err}");
+        assert!(err.to_string().contains("above the tolerance"), "{err}");
+    }
+
+    #[test]
     fn max_abs_diff_flags_nan_and_shape_mismatch() {
         let a = Array4::<f32>::zeros((1, 1, 2, 2));
         let mut b = a.clone();
