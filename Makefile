@@ -87,3 +87,8 @@ bench-detect:
 	  touch "$(BENCH_DETECT_REPO)/.git/wms-bench-ready"; \
 	fi
 	$(PYTHON) bench/detect/run.py "$(RELEASE)/wms" "$(BENCH_DETECT_REPO)"
+
+## bench-train: 20 training steps at 512×512, batch 4: wms-train (tch + its data pipeline) and the
+## PyTorch eager reference (bench/train/reference.py) on this machine; images/s and the ratio.
+bench-train: release
+	bash bench/train/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/train" "$(VENV)/bin/python"

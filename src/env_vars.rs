@@ -54,3 +54,8 @@ pub const WMS_SERVE_RESPONSE_TIMEOUT: &str = "WMS_SERVE_RESPONSE_TIMEOUT";
 pub const WMS_SERVE_SHUTDOWN_TIMEOUT: &str = "WMS_SERVE_SHUTDOWN_TIMEOUT";
 /// ONNX Runtime intra-op threads (`number_of_threads`; default: all cores).
 pub const WMS_SERVE_THREADS: &str = "WMS_SERVE_THREADS";
+
+/// OpenMP wait policy of libtorch's thread pool (libgomp reads it once, at load). `wms-train`
+/// re-executes itself with `PASSIVE` when it is unset: spinning workers starve the data loader
+/// and collapse throughput several-fold whenever another process shares the cores.
+pub const OMP_WAIT_POLICY: &str = "OMP_WAIT_POLICY";

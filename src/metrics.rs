@@ -1,8 +1,8 @@
 //! Segmentation metrics on plain slices (no libtorch), shared by training, evaluation and serving:
 //! IoU, Dice, pixel accuracy and the symmetric Hausdorff distance of binary masks.
 //!
-//! Conventions (upstream evaluation): a prediction is foreground where its logit is > 0 (sigmoid
-//! > 0.5); IoU and Dice are computed per image and averaged over images, an image whose prediction
+//! Conventions (upstream evaluation): a prediction is foreground where its logit is positive
+//! (sigmoid above 0.5); IoU and Dice are computed per image and averaged over images, an image whose prediction
 //! and target are both empty scoring 1; Hausdorff is 0 when both masks are empty and the image
 //! diagonal when exactly one is.
 

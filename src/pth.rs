@@ -142,13 +142,13 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>, PthError> {
         })?;
         Ok(buf)
     };
-    if let Ok(order) = read_entry(&format!("{prefix}byteorder")) {
-        if order != b"little" {
-            return Err(archive_err(format!(
-                "byte order {:?} is not supported",
-                String::from_utf8_lossy(&order)
-            )));
-        }
+    if let Ok(order) = read_entry(&format!("{prefix}byteorder"))
+        && order != b"little"
+    {
+        return Err(archive_err(format!(
+            "byte order {:?} is not supported",
+            String::from_utf8_lossy(&order)
+        )));
     }
     let pickle = read_entry(&pkl_name)?;
     let not_sd = |message: String| PthError::NotStateDict {
@@ -567,7 +567,7 @@ fn global(module: &str, name: &str) -> Result<Value, String> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("odd number of dict items".into());
     }
     let mut it = items.into_iter();

@@ -27,9 +27,12 @@ enum Command {
     Import(wms::cli::train::ImportArgs),
     /// Write a checkpoint as a PyTorch state dict (`model.load_state_dict(torch.load(path))`).
     ExportPth(wms::cli::train::ExportPthArgs),
+    /// Time training steps on a data set (images/s), for `make bench-train`.
+    Bench(wms::cli::train::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    wms::train::ensure_passive_openmp();
     let cli = Cli::parse();
     wms::logging::init(cli.log_format);
     wms::exit::finish(run(cli.command))
@@ -46,5 +49,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => wms::cli::train::run_train(args),
         Command::Import(args) => wms::cli::train::run_import(args),
         Command::ExportPth(args) => wms::cli::train::run_export_pth(args),
+        Command::Bench(args) => wms::cli::train::run_bench(args),
     }
 }

@@ -227,3 +227,66 @@ pub fn run_export_pth(args: ExportPthArgs) -> anyhow::Result<()> {
     println!("{}", out.display());
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Data set folder with images/ and masks/ (`wms data synth` makes one).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// YAML config for everything not given as a flag; absent = upstream defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first (allocator and kernel warm-up).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// training.batch_size
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// data.image_size
+    #[arg(long, value_name = "PIXELS")]
+    pub input_size: Option<u32>,
+    /// training.device: cpu, cuda or auto.
+    #[arg(long, value_parser = ["cpu", "cuda", "auto"])]
+    pub device: Option<String>,
+    /// libtorch threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        data,
+        config,
+        steps,
+        warmup,
+        batch_size,
+        input_size,
+        device,
+        threads,
+    } = args;
+    let usage = |e: TrainError| UsageError::new(e.to_string());
+    let mut cfg = match &config {
+        Some(p) => TrainConfig::read(p).map_err(usage)?,
+        None => TrainConfig::default(),
+    };
+    set(&mut cfg.training.batch_size, batch_size);
+    set(&mut cfg.data.image_size, input_size);
+    set(&mut cfg.training.device, device);
+    cfg.validate().map_err(usage)?;
+    if steps == 0 || threads == Some(0) {
+        return Err(UsageError::new("--steps and --threads must be at least 1").into());
+    }
+    let plan = train::bench::BenchPlan {
+        config: cfg,
+        data_dir: data,
+        steps,
+        warmup,
+        threads,
+    };
+    let result = train::bench::bench(&plan).context("benchmarking training")?;
+    println!("{}", serde_json::to_string(&result).expect("serializes"));
+    Ok(())
+}

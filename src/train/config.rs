@@ -12,7 +12,7 @@ use crate::model::ModelSpec;
 
 use super::TrainError;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub data: DataSection,
@@ -89,18 +89,6 @@ pub struct AugmentationSection {
 pub struct OutputSection {
     /// Run folder; `--out` overrides.
     pub dir: Option<PathBuf>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            data: DataSection::default(),
-            model: ModelSection::default(),
-            training: TrainingSection::default(),
-            augmentation: AugmentationSection::default(),
-            output: OutputSection::default(),
-        }
-    }
 }
 
 impl Default for DataSection {
@@ -208,7 +196,7 @@ impl TrainConfig {
         }
         let m = spec.size_multiple();
         let size = self.data.image_size;
-        if size == 0 || size % m != 0 {
+        if size == 0 || !size.is_multiple_of(m) {
             return bad(
                 "data.image_size",
                 format!(

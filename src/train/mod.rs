@@ -1,7 +1,7 @@
 //! Training on libtorch through tch (only built with the `train` feature, only linked into
 //! `wms-train`): the U-Net module ([`unet`]), Adam with exportable moments ([`adam`]), the config
 //! file ([`config`]), the training loop with resumable state ([`trainer`], [`state`]), its reports
-//! ([`report`]) and PyTorch `.pth` interop ([`interop`]).
+//! ([`report`]), PyTorch `.pth` interop ([`interop`]) and a throughput benchmark ([`bench`]).
 //!
 //! Data comes only from [`crate::data`] (one preprocessing for training and serving); metrics only
 //! from [`crate::metrics`]; checkpoints only through [`crate::checkpoint`].
@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 pub mod adam;
+pub mod bench;
 pub mod config;
 pub mod interop;
 pub mod report;
@@ -70,4 +71,27 @@ pub enum TrainError {
     Actions(#[from] crate::github::actions::ActionsError),
     #[error("cannot draw {path}: {message}")]
     Plot { path: PathBuf, message: String },
+}
+
+/// Makes libtorch's OpenMP workers sleep instead of spin while they wait (see
+/// [`crate::env_vars::OMP_WAIT_POLICY`]): when the variable is unset, re-executes the current
+/// program with `OMP_WAIT_POLICY=PASSIVE` (libgomp reads it only at load, before `main`). An
+/// explicit value is respected; if the exec fails the program simply continues as it is.
+pub fn ensure_passive_openmp() {
+    use std::os::unix::process::CommandExt as _;
+    let var = crate::env_vars::OMP_WAIT_POLICY;
+    if std::env::var_os(var).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    // `exec` only returns on failure.
+    let _ = std::process::Command::new(&exe)
+        .arg0(arg0)
+        .args(args)
+        .env(var, "PASSIVE")
+        .exec();
 }

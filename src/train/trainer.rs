@@ -345,7 +345,10 @@ fn advance_schedules(st: &mut TrainState, cfg: &TrainConfig, val_loss: f64) -> b
     improved
 }
 
-fn batch_tensors(b: &crate::data::Batch, device: Device) -> Result<(Tensor, Tensor), TrainError> {
+pub(crate) fn batch_tensors(
+    b: &crate::data::Batch,
+    device: Device,
+) -> Result<(Tensor, Tensor), TrainError> {
     let (n, h, w) = (b.n as i64, b.height as i64, b.width as i64);
     let x = Tensor::from_slice(&b.images)
         .f_view([n, 3, h, w])?
@@ -411,7 +414,7 @@ fn train_epoch(
     let mut loader = loader;
     let mut step_seconds = 0.0;
     let mut images = 0u64;
-    while let Some(batch) = loader.next() {
+    for batch in loader.by_ref() {
         let b = batch?;
         let t = Instant::now();
         let (x, y) = batch_tensors(&b, device)?;
@@ -574,10 +577,10 @@ fn summary_markdown(metrics: &BTreeMap<String, f64>) -> String {
 /// The commit being trained: `GITHUB_SHA` in Actions, else the HEAD of the git checkout around the
 /// working directory (read from `.git`, loose or packed ref); `None` outside a checkout.
 fn git_sha() -> Option<String> {
-    if let Ok(sha) = std::env::var(crate::env_vars::GITHUB_SHA) {
-        if !sha.is_empty() {
-            return Some(sha);
-        }
+    if let Ok(sha) = std::env::var(crate::env_vars::GITHUB_SHA)
+        && !sha.is_empty()
+    {
+        return Some(sha);
     }
     let cwd = std::env::current_dir().ok()?;
     let git = cwd
