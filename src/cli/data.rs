@@ -98,16 +98,16 @@ fn run_synth(args: SynthArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let s = synth::synthesize(&cfg)?;
     println!(
-        "synthesized {} images ({}x{}) in {:.2} s ({:.1} images/s) into {}; window coverage min {:.1} %, mean {:.1} %, max {:.1} %",
+        "synthesized {} images ({}x{}) into {} in {:.2} s ({:.1} images/s); window coverage min {:.1} %, mean {:.1} %, max {:.1} %",
         s.count,
         s.width,
         s.height,
+        cfg.out.display(),
         s.seconds,
         s.images_per_second,
         s.coverage_min * 100.0,
         s.coverage_mean * 100.0,
         s.coverage_max * 100.0,
-        cfg.out.display()
     );
     Ok(())
 }

@@ -134,12 +134,17 @@ pub fn synthesize(cfg: &SynthConfig) -> Result<SynthSummary, DataError> {
 
 fn write_sample(r: &Rendered, image_path: &Path, mask_path: &Path) -> Result<(), DataError> {
     let mut jpeg = Vec::with_capacity(64 * 1024);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, r.jpeg_quality)
-        .encode_image(&r.image)
-        .map_err(|e| DataError::Encode {
-            path: image_path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let encode_err = |message: String| DataError::Encode {
+        path: image_path.to_path_buf(),
+        message,
+    };
+    let (w, h) = (
+        u16::try_from(r.image.width()).map_err(|e| encode_err(e.to_string()))?,
+        u16::try_from(r.image.height()).map_err(|e| encode_err(e.to_string()))?,
+    );
+    jpeg_encoder::Encoder::new(&mut jpeg, r.jpeg_quality)
+        .encode(r.image.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| encode_err(e.to_string()))?;
     let mut png = Vec::with_capacity(8 * 1024);
     let encoder = image::codecs::png::PngEncoder::new_with_quality(
         &mut png,
@@ -163,18 +168,20 @@ type Rgb = [f32; 3];
 struct FastRng(u64);
 
 impl FastRng {
+    /// Four uniforms in [0, 1) from one step (16 bits each is plenty for pixel noise).
     #[inline(always)]
-    fn next_f32(&mut self) -> f32 {
+    fn four_uniforms(&mut self) -> [f32; 4] {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Roughly standard normal (sum of three uniforms, variance 1).
-    #[inline(always)]
-    fn normal(&mut self) -> f32 {
-        (self.next_f32() + self.next_f32() + self.next_f32() - 1.5) * 2.0
+        let r = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let k = 1.0 / 65536.0;
+        [
+            (r & 0xFFFF) as f32 * k,
+            ((r >> 16) & 0xFFFF) as f32 * k,
+            ((r >> 32) & 0xFFFF) as f32 * k,
+            (r >> 48) as f32 * k,
+        ]
     }
 }
 
@@ -550,33 +557,41 @@ fn draw_clutter(canvas: &mut [Rgb], w: usize, h: usize, rng: &mut ChaCha8Rng) {
         let stripes = !ellipse && rng.random_bool(0.3);
         let color = rand_color(rng, 0.0, 255.0);
         let alpha = rng.random_range(0.6..1.0f32);
-        let ext = rx.max(ry);
+        // Tight bounding box of the rotated shape.
+        let (ex, ey) = (c.abs() * rx + s.abs() * ry, s.abs() * rx + c.abs() * ry);
         let (x0, x1) = (
-            ((cx - ext).max(0.0)) as usize,
-            ((cx + ext).min(wf)) as usize,
+            (cx - ex).clamp(0.0, wf) as usize,
+            (cx + ex).clamp(0.0, wf) as usize,
         );
         let (y0, y1) = (
-            ((cy - ext).max(0.0)) as usize,
-            ((cy + ext).min(hf)) as usize,
+            (cy - ey).clamp(0.0, hf) as usize,
+            (cy + ey).clamp(0.0, hf) as usize,
         );
+        if x0 >= x1 || y0 >= y1 {
+            continue; // entirely outside the frame
+        }
+        // Local coordinates are affine in x: step them instead of recomputing.
+        let (ax, ay) = ((c / rx) as f32, (-s / ry) as f32);
         for y in y0..y1 {
-            for x in x0..x1 {
-                let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-                let (lx, ly) = ((c * dx + s * dy) / rx, (-s * dx + c * dy) / ry);
+            let dy = y as f64 + 0.5 - cy;
+            let dx0 = x0 as f64 + 0.5 - cx;
+            let mut lx = ((c * dx0 + s * dy) / rx) as f32;
+            let mut ly = ((-s * dx0 + c * dy) / ry) as f32;
+            for p in &mut canvas[y * w + x0..y * w + x1] {
                 let inside = if ellipse {
                     lx * lx + ly * ly < 1.0
                 } else {
                     lx.abs() < 1.0 && ly.abs() < 1.0
                 };
-                if !inside {
-                    continue;
+                if inside {
+                    let mut col = scale3(color, 0.85 + 0.15 * lx);
+                    if stripes && (ly * 6.0).rem_euclid(1.0) < 0.35 && lx.abs() < 0.8 {
+                        col = scale3(col, 0.3);
+                    }
+                    *p = lerp3(*p, col, alpha);
                 }
-                let mut col = scale3(color, 0.85 + 0.15 * lx as f32);
-                if stripes && (ly * 6.0).rem_euclid(1.0) < 0.35 && lx.abs() < 0.8 {
-                    col = scale3(col, 0.3);
-                }
-                let p = &mut canvas[y * w + x];
-                *p = lerp3(*p, col, alpha);
+                lx += ax;
+                ly += ay;
             }
         }
     }
@@ -780,29 +795,42 @@ fn render_once(width: u32, height: u32, rng: &mut ChaCha8Rng) -> Rendered {
         rng.random_range(0.9..1.1f32),
     ];
     let exposure = rng.random_range(0.7..1.2f32);
-    let (cxf, cyf) = (w as f32 / 2.0, h as f32 / 2.0);
-    for y in 0..h {
-        for x in 0..w {
-            let (fx, fy) = (x as f32 / w as f32 - 0.5, y as f32 / h as f32 - 0.5);
-            let d = (x as f32 - cxf) * bnx + (y as f32 - cyf) * bny - band_offset;
-            let band = 1.0 - (1.0 - band_dark) * (0.5 + 0.5 * (d / band_soft).clamp(-1.0, 1.0));
-            let g = (1.0 + la * fx + lb * fy) * band * exposure;
-            let p = &mut canvas[y * w + x];
-            *p = [p[0] * g * cast[0], p[1] * g * cast[1], p[2] * g * cast[2]];
-        }
-    }
-
-    // Focus blur ([1 2 1] passes), then sensor noise.
+    // Focus blur ([1 2 1] passes; blurring before the smooth lighting is the same to the eye
+    // and lets lighting, noise and quantization share one pass).
     for _ in 0..rng.random_range(0..=2) {
         blur121(&mut canvas, w, h);
     }
+    // Sensor noise: luminance (triangular, unit variance) plus weaker uncorrelated chroma.
     let sigma = rng.random_range(1.5..8.0f32);
+    let (luma_k, chroma_k) = (sigma * 6f32.sqrt(), sigma * 0.4 * 12f32.sqrt());
+    let (cxf, cyf) = (w as f32 / 2.0, h as f32 / 2.0);
+    let inv_soft = 1.0 / band_soft;
     let mut image = RgbImage::new(width, height);
-    for (dst, p) in image.as_mut().chunks_exact_mut(3).zip(&canvas) {
-        let luma = fast.normal() * sigma;
-        for c in 0..3 {
-            let v = p[c] + luma + fast.normal() * sigma * 0.4;
-            dst[c] = v.clamp(0.0, 255.0).round() as u8;
+    for (y, (dst_row, row)) in image
+        .as_mut()
+        .chunks_exact_mut(3 * w)
+        .zip(canvas.chunks_exact(w))
+        .enumerate()
+    {
+        let fy = y as f32 / h as f32 - 0.5;
+        let row_gain = (1.0 + lb * fy) * exposure;
+        let dy = (y as f32 - cyf) * bny - band_offset;
+        for (x, (dst, p)) in dst_row.chunks_exact_mut(3).zip(row).enumerate() {
+            let fx = x as f32 / w as f32 - 0.5;
+            let d = (x as f32 - cxf) * bnx + dy;
+            let band = 1.0 - (1.0 - band_dark) * (0.5 + 0.5 * (d * inv_soft).clamp(-1.0, 1.0));
+            let g = (row_gain + la * fx * exposure) * band;
+            let [u0, u1, u2, u3] = fast.four_uniforms();
+            let luma = (u0 + u1 - 1.0) * luma_k;
+            let chroma = [
+                (u2 - 0.5) * chroma_k,
+                (u3 - 0.5) * chroma_k,
+                (u0 - u1) * 0.5 * chroma_k,
+            ];
+            for c in 0..3 {
+                // `as u8` saturates, so this clamps to [0, 255]; + 0.5 rounds.
+                dst[c] = (p[c] * g * cast[c] + luma + chroma[c] + 0.5) as u8;
+            }
         }
     }
     let coverage = window_px as f64 / (w * h) as f64;
@@ -862,6 +890,11 @@ mod tests {
             }
         }
         assert_ne!(render(64, 64, 1, 0).image, render(64, 64, 2, 0).image);
+        // Many poses and clutter layouts, including shapes entirely off-frame: no panics.
+        for i in 0..400 {
+            let r = render(40, 32, 9, i);
+            assert!(r.coverage > 0.0, "sample {i}");
+        }
     }
 
     #[test]
@@ -870,6 +903,27 @@ mod tests {
         assert!(seven_segment(8, 0.5, 0.5, 0.13, 0.2));
         assert!(!seven_segment(1, 0.5, 0.5, 0.13, 0.2));
         assert!(seven_segment(1, 0.95, 0.3, 0.13, 0.2));
+    }
+
+    /// For looking at the renderer: `WMS_SYNTH_SHEET=sheet.png cargo test --lib contact_sheet --
+    /// --ignored` writes a 4×3 grid of 256×256 renders with their masks tinted red.
+    #[test]
+    #[ignore]
+    fn contact_sheet() {
+        let path = std::env::var("WMS_SYNTH_SHEET").unwrap_or_else(|_| "synth-sheet.png".into());
+        let (tile, cols, rows) = (256u32, 4u32, 3u32);
+        let mut sheet = RgbImage::new(tile * cols, tile * rows);
+        for i in 0..cols * rows {
+            let r = render(tile, tile, 1, i as u64);
+            for (x, y, p) in r.image.enumerate_pixels() {
+                let mut p = *p;
+                if i % 2 == 1 && r.mask.get_pixel(x, y).0[0] == 255 {
+                    p.0[0] = p.0[0].saturating_add(90);
+                }
+                sheet.put_pixel((i % cols) * tile + x, (i / cols) * tile + y, p);
+            }
+        }
+        sheet.save(path).unwrap();
     }
 
     #[test]
