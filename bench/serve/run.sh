@@ -13,7 +13,7 @@ mkdir -p "$out"
 pyenv="$out/pyenv"
 if [ ! -x "$pyenv/bin/python" ] || [ ! -f "$pyenv/.wms-ready" ]; then
   echo "bench-serve: creating $pyenv (pillow, opencv-python-headless, fastapi, uvicorn, python-multipart)"
-  "$venv/bin/uv" venv -q --python "$venv/bin/python" "$pyenv"
+  "$venv/bin/uv" venv -q --clear --python "$venv/bin/python" "$pyenv"
   "$venv/bin/uv" pip install -q --python "$pyenv/bin/python" \
     pillow opencv-python-headless fastapi uvicorn python-multipart
   touch "$pyenv/.wms-ready"
