@@ -105,41 +105,47 @@ pub fn brightness(img: &mut RgbImage, factor: f64) {
 /// the image, nearest for the mask, both from the same inverse mapping.
 pub fn rotate_pair(img: &mut RgbImage, mask: &mut GrayImage, degrees: f64) {
     let (w, h) = img.dimensions();
-    let (wf, hf) = (w as f64, h as f64);
+    let (wu, hu) = (w as usize, h as usize);
+    if wu == 0 || hu == 0 {
+        return;
+    }
+    let (wf, hf) = (w as f32, h as f32);
     let (cx, cy) = ((wf - 1.0) / 2.0, (hf - 1.0) / 2.0);
     let (s, c) = degrees.to_radians().sin_cos();
+    let (s, c) = (s as f32, c as f32);
     let src = img.clone();
     let src_mask = mask.clone();
-    let src_raw = src.as_raw();
-    let mask_raw = src_mask.as_raw();
-    let out = img.as_mut();
-    let out_mask = mask.as_mut();
-    let (wu, hu) = (w as usize, h as usize);
-    const EDGE: f64 = 1e-9;
+    let (src_raw, mask_raw) = (src.as_raw(), src_mask.as_raw());
+    let (out, out_mask) = (img.as_mut(), mask.as_mut());
+    const EDGE: f32 = 1e-4;
+    let (max_x, max_y) = (wf - 1.0, hf - 1.0);
     for y in 0..hu {
-        let dy = y as f64 - cy;
+        let dy = y as f32 - cy;
+        // Inverse of the counter-clockwise rotation (image y axis points down); affine in x.
+        let mut sx = -c * cx - s * dy + cx;
+        let mut sy = -s * cx + c * dy + cy;
         for x in 0..wu {
-            let dx = x as f64 - cx;
-            // Inverse of the counter-clockwise rotation (image y axis points down).
-            let sx = c * dx - s * dy + cx;
-            let sy = s * dx + c * dy + cy;
             let o = y * wu + x;
-            if sx < -EDGE || sy < -EDGE || sx > wf - 1.0 + EDGE || sy > hf - 1.0 + EDGE {
+            let (px, py) = (sx, sy);
+            sx += c;
+            sy += s;
+            if px < -EDGE || py < -EDGE || px > max_x + EDGE || py > max_y + EDGE {
                 out[o * 3..o * 3 + 3].fill(0);
                 out_mask[o] = 0;
                 continue;
             }
-            let (sx, sy) = (sx.clamp(0.0, wf - 1.0), sy.clamp(0.0, hf - 1.0));
-            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (px, py) = (px.clamp(0.0, max_x), py.clamp(0.0, max_y));
+            let (x0, y0) = (px as usize, py as usize);
             let (x1, y1) = ((x0 + 1).min(wu - 1), (y0 + 1).min(hu - 1));
-            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            let (fx, fy) = (px - x0 as f32, py - y0 as f32);
+            let (i00, i01) = ((y0 * wu + x0) * 3, (y0 * wu + x1) * 3);
+            let (i10, i11) = ((y1 * wu + x0) * 3, (y1 * wu + x1) * 3);
             for ch in 0..3 {
-                let p = |xx: usize, yy: usize| src_raw[(yy * wu + xx) * 3 + ch] as f64;
-                let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
-                let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
-                out[o * 3 + ch] = (top * (1.0 - fy) + bottom * fy + 0.5).min(255.0) as u8;
+                let top = src_raw[i00 + ch] as f32 * (1.0 - fx) + src_raw[i01 + ch] as f32 * fx;
+                let bottom = src_raw[i10 + ch] as f32 * (1.0 - fx) + src_raw[i11 + ch] as f32 * fx;
+                out[o * 3 + ch] = (top * (1.0 - fy) + bottom * fy + 0.5) as u8;
             }
-            let (nx, ny) = (sx.round() as usize, sy.round() as usize);
+            let (nx, ny) = ((px + 0.5) as usize, (py + 0.5) as usize);
             out_mask[o] = mask_raw[ny.min(hu - 1) * wu + nx.min(wu - 1)];
         }
     }

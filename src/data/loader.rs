@@ -484,6 +484,52 @@ mod tests {
         assert_eq!(loader.stats().batches, 1);
     }
 
+    /// `cargo test --release --lib bench_per_sample -- --ignored --nocapture`: per-sample costs
+    /// at the real data set's photo size.
+    #[test]
+    #[ignore]
+    fn bench_per_sample_costs() {
+        let img = RgbImage::from_fn(1333, 1000, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+        });
+        let spec = PreprocessSpec::default();
+        let time = |n: u32, f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1000.0 / n as f64
+        };
+        let full = time(10, &mut || {
+            std::hint::black_box(super::super::preprocess::preprocess_image(&img, &spec));
+        });
+        let resized = resize_bilinear_antialias(&img, 512, 512);
+        let resize = time(10, &mut || {
+            std::hint::black_box(resize_bilinear_antialias(&img, 512, 512));
+        });
+        let mask = GrayImage::new(512, 512);
+        let mut out = vec![0f32; 3 * 512 * 512];
+        let always = AugmentConfig {
+            rotation_p: 1.0,
+            brightness_p: 1.0,
+            ..AugmentConfig::default()
+        };
+        let mut i = 0;
+        let augmented = time(20, &mut || {
+            let (mut a, mut m) = (resized.clone(), mask.clone());
+            i += 1;
+            augment_pair(&mut a, &mut m, &always, &mut sample_rng("b", 0, 0, i));
+            normalize_resized_into(&a, &spec, &mut out);
+        });
+        let normalize = time(20, &mut || {
+            normalize_resized_into(&resized, &spec, &mut out)
+        });
+        eprintln!(
+            "1333x1000 -> 512x512: preprocess_image {full:.2} ms (resize {resize:.2} ms); \
+             normalize {normalize:.2} ms; augment (rotation+brightness) + normalize {augmented:.2} ms"
+        );
+    }
+
     #[test]
     fn a_broken_file_is_an_error_naming_it() {
         let d = tempfile::tempdir().unwrap();

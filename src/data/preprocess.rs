@@ -86,11 +86,13 @@ pub fn normalize_resized_into(img: &RgbImage, spec: &PreprocessSpec, out: &mut [
         p2[i] = stretch[px[2] as usize];
     }
     let to_float = u8_to_unit_lut();
-    let mut scratch = MedianScratch::new(w);
+    let mut scratch = MedianScratch::new(w, h);
     for (c, plane) in planes.chunks_exact(w * h).enumerate() {
         let dst = &mut out[c * w * h..(c + 1) * w * h];
-        median3x3_into(plane, w, h, &mut scratch, |i, v| {
-            dst[i] = to_float[v as usize]
+        median3x3_into(plane, w, h, &mut scratch, |y, row| {
+            for (d, &v) in dst[y * w..(y + 1) * w].iter_mut().zip(row) {
+                *d = to_float[v as usize];
+            }
         });
     }
 }
@@ -170,29 +172,26 @@ fn sorted_value(hist: &[u64; 256], index: u64) -> u8 {
     255
 }
 
-/// Row buffers for [`median3x3_into`], allocated once per image rather than per pixel.
+/// Buffers for [`median3x3_into`], allocated once per image rather than per pixel.
 struct MedianScratch {
+    /// The plane with a one-pixel replicated border, `(w + 2) × (h + 2)`.
+    padded: Vec<u8>,
     lo: Vec<u8>,
     mid: Vec<u8>,
     hi: Vec<u8>,
+    row: Vec<u8>,
 }
 
 impl MedianScratch {
-    fn new(w: usize) -> Self {
+    fn new(w: usize, h: usize) -> Self {
         MedianScratch {
+            padded: vec![0; (w + 2) * (h + 2)],
             lo: vec![0; w + 2],
             mid: vec![0; w + 2],
             hi: vec![0; w + 2],
+            row: vec![0; w],
         }
     }
-}
-
-#[inline(always)]
-fn sort3(a: u8, b: u8, c: u8) -> (u8, u8, u8) {
-    let (a, b) = (a.min(b), a.max(b));
-    let (b, c) = (b.min(c), b.max(c));
-    let (a, b) = (a.min(b), a.max(b));
-    (a, b, c)
 }
 
 #[inline(always)]
@@ -202,46 +201,60 @@ fn med3(a: u8, b: u8, c: u8) -> u8 {
 
 /// 3×3 median with replicated borders, like OpenCV `cv2.medianBlur(img, 3)` (its 3×3 path uses
 /// `BORDER_REPLICATE`). Exact: sort each column of three, then the median of nine is
-/// `med3(max of the lows, med3 of the middles, min of the highs)`.
+/// `med3(max of the lows, med3 of the middles, min of the highs)`. Written as loops over whole
+/// rows of min/max so the compiler vectorizes them; `emit(y, row)` receives each output row.
 fn median3x3_into(
     plane: &[u8],
     w: usize,
     h: usize,
     scratch: &mut MedianScratch,
-    mut emit: impl FnMut(usize, u8),
+    mut emit: impl FnMut(usize, &[u8]),
 ) {
     if w == 0 || h == 0 {
         return;
     }
-    let row = |y: isize| -> &[u8] {
-        let y = y.clamp(0, h as isize - 1) as usize;
-        &plane[y * w..(y + 1) * w]
-    };
+    let pw = w + 2;
+    let padded = &mut scratch.padded;
+    for py in 0..h + 2 {
+        let src = &plane[py.saturating_sub(1).min(h - 1) * w..][..w];
+        let dst = &mut padded[py * pw..(py + 1) * pw];
+        dst[1..=w].copy_from_slice(src);
+        dst[0] = src[0];
+        dst[w + 1] = src[w - 1];
+    }
+    let (lo, mid, hi, row) = (
+        &mut scratch.lo,
+        &mut scratch.mid,
+        &mut scratch.hi,
+        &mut scratch.row,
+    );
     for y in 0..h {
-        let (r0, r1, r2) = (row(y as isize - 1), row(y as isize), row(y as isize + 1));
-        // Padded column j corresponds to x = j - 1, clamped.
-        for j in 0..w + 2 {
-            let x = j.saturating_sub(1).min(w - 1);
-            let (a, b, c) = sort3(r0[x], r1[x], r2[x]);
-            scratch.lo[j] = a;
-            scratch.mid[j] = b;
-            scratch.hi[j] = c;
+        let r0 = &padded[y * pw..(y + 1) * pw];
+        let r1 = &padded[(y + 1) * pw..(y + 2) * pw];
+        let r2 = &padded[(y + 2) * pw..(y + 3) * pw];
+        for j in 0..pw {
+            let (a, b, c) = (r0[j], r1[j], r2[j]);
+            lo[j] = a.min(b).min(c);
+            hi[j] = a.max(b).max(c);
+            mid[j] = med3(a, b, c);
         }
-        let base = y * w;
         for x in 0..w {
-            let lo = scratch.lo[x].max(scratch.lo[x + 1]).max(scratch.lo[x + 2]);
-            let mid = med3(scratch.mid[x], scratch.mid[x + 1], scratch.mid[x + 2]);
-            let hi = scratch.hi[x].min(scratch.hi[x + 1]).min(scratch.hi[x + 2]);
-            emit(base + x, med3(lo, mid, hi));
+            let l = lo[x].max(lo[x + 1]).max(lo[x + 2]);
+            let m = med3(mid[x], mid[x + 1], mid[x + 2]);
+            let u = hi[x].min(hi[x + 1]).min(hi[x + 2]);
+            row[x] = med3(l, m, u);
         }
+        emit(y, row);
     }
 }
 
 /// Public for tests and tools: the 3×3 median of one uint8 plane (`w × h`), replicate border.
 pub fn median3x3(plane: &[u8], w: usize, h: usize) -> Vec<u8> {
     let mut out = vec![0u8; w * h];
-    let mut scratch = MedianScratch::new(w);
-    median3x3_into(plane, w, h, &mut scratch, |i, v| out[i] = v);
+    let mut scratch = MedianScratch::new(w, h);
+    median3x3_into(plane, w, h, &mut scratch, |y, row| {
+        out[y * w..(y + 1) * w].copy_from_slice(row)
+    });
     out
 }
 
@@ -568,6 +581,23 @@ mod tests {
             .to_string();
         assert!(err.contains("truncated"), "{err}");
         assert!(decode_image(b"garbage").is_err());
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // A 32x16 JPEG tagged "rotate 90° clockwise to display" (EXIF orientation 6).
+        let img = RgbImage::from_fn(32, 16, |x, _| image::Rgb([if x < 16 { 250 } else { 5 }; 3]));
+        let mut exif = b"Exif\0\0II*\0\x08\0\0\0\x01\0".to_vec();
+        exif.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+        let mut buf = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut buf, 95);
+        enc.add_app_segment(1, exif).unwrap();
+        enc.encode(img.as_raw(), 32, 16, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let rgb = to_rgb(decode_image(&buf).unwrap());
+        assert_eq!(rgb.dimensions(), (16, 32));
+        // The bright left half of the stored image is the top after rotating clockwise.
+        assert!(rgb.get_pixel(8, 2).0[0] > 200 && rgb.get_pixel(8, 29).0[0] < 50);
     }
 
     #[test]

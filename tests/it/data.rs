@@ -220,6 +220,9 @@ med = np.sort(stack, axis=0)[4]
 print(repr(float(p2)), repr(float(p98)))
 "#;
 
+/// A test image's channel value from (x, y, a random u64).
+type PixelFn = dyn Fn(u32, u32, u64) -> u8;
+
 #[test]
 fn contrast_stretch_and_median_match_numpy_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
@@ -238,7 +241,7 @@ fn contrast_stretch_and_median_match_numpy_bit_for_bit() {
         state ^= state << 17;
         state
     };
-    let cases: Vec<(u32, u32, Box<dyn Fn(u32, u32, u64) -> u8>)> = vec![
+    let cases: Vec<(u32, u32, Box<PixelFn>)> = vec![
         (40, 30, Box::new(|_, _, r| r as u8)),
         (
             33,
