@@ -189,7 +189,8 @@ impl LoaderStats {
 }
 
 /// One epoch of batches; an iterator of `Result<Batch, DataError>` that ends after the first
-/// error.
+/// error. Call [`SampleCache::warm`] once before the first epoch so that decoding is not counted
+/// as the first epoch's waiting time.
 pub struct Loader {
     rx: Option<Receiver<Result<Batch, DataError>>>,
     handle: Option<JoinHandle<()>>,
