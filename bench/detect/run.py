@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-wms, repo = sys.argv[1], sys.argv[2]
+wms, repo = os.path.abspath(sys.argv[1]), sys.argv[2]
 runs = int(sys.argv[3]) if len(sys.argv) > 3 else 21
 env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))}
 env["GIT_CONFIG_NOSYSTEM"] = "1"

@@ -129,16 +129,21 @@ pub const DEPLOY_FILTER: &str = "deploy";
 /// Runs the whole detection: resolve commits, diff, filter, DVC deltas, decide.
 pub fn detect(req: &DetectRequest) -> Result<Detection, ChangesError> {
     let mut git = git::Git::open(&req.repo)?;
+    detect_in(&mut git, req)
+}
+
+/// [`detect`] in an already opened repository (`req.repo` is then only used for messages).
+pub fn detect_in(git: &mut git::Git, req: &DetectRequest) -> Result<Detection, ChangesError> {
     let root = git.workdir().unwrap_or_else(|| req.repo.clone());
     let filters = load_filters(&req.filters, &root)?;
-    let range = range::resolve(&mut git, &req.range)?;
+    let range = range::resolve(git, &req.range)?;
     let files = if range.always {
         Vec::new()
     } else {
         git.diff(range.base, range.head)?
     };
     let mut warnings = range.warnings.clone();
-    let data = data_deltas(&git, range.base, range.head, &files, &mut warnings);
+    let data = data_deltas(git, range.base, range.head, &files, &mut warnings);
     let event = req
         .range
         .event

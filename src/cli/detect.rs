@@ -115,9 +115,16 @@ impl DetectSettings {
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
+    // SAFETY: `wms` runs one command on its main thread; nothing else has started yet (logging
+    // spawns no thread) and no git2 call has been made.
+    unsafe { changes::git::defer_tls_setup() };
     let gh = Actions::from_env();
     let settings = DetectSettings::resolve(args, &gh)?;
-    let detection = changes::detect(&settings.request)?;
+    let mut git = changes::git::Git::open(&settings.request.repo)?;
+    let detection = changes::detect_in(&mut git, &settings.request)?;
+    // The process ends right after; freeing libgit2's pack caches would only cost time (a
+    // tenth of a run on a large repository).
+    std::mem::forget(git);
     for w in &detection.warnings {
         gh.warning(w, &Location::default());
     }

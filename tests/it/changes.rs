@@ -942,3 +942,18 @@ fn globs_match_like_paths_filter_picomatch_with_dot() {
         assert_eq!(decide(filter, path), expect, "{filter} vs {path}");
     }
 }
+
+#[test]
+fn a_file_turning_into_a_directory_is_listed_like_git() {
+    let r = Repo::model_repo();
+    r.write("models/current", "a file first\n")
+        .write("models/keep/x.txt", "x\n");
+    let before = r.commit("file");
+    r.remove("models/current");
+    r.write("models/current/weights.txt", "now a directory\n")
+        .write("models/keep/x.txt", "x2\n");
+    let after = r.commit("directory");
+    let run = detect(&r.path, None, &["--base", &before, "--head", &after]);
+    assert_eq!(run.files(), r.git_diff(&before, &after));
+    assert_eq!(run.files().len(), 3, "{:?}", run.files());
+}
