@@ -54,11 +54,27 @@ fn train_cmd(config: &Path, data: &Path, out: &Path) -> std::process::Command {
 fn issue_3_acceptance_synthetic_240_reaches_test_iou_080() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), 240, "128x128", 3);
-    // Tuned for 2 CPU cores: a narrower network (base 8) with a higher learning rate converges
-    // in a few epochs; everything else is the upstream recipe.
+    // Tuned for 2 CPU cores: a narrower network (base 8), a higher learning rate halved whenever
+    // the val loss stalls, and no augmentation (the synthetic photos are already varied); the
+    // rest is the upstream recipe.
     let config = write_config(
         dir.path(),
-        "model:\n  base_filters: 8\ntraining:\n  epochs: 8\n  batch_size: 4\n  learning_rate: 0.003\n  early_stopping_patience: 8\n",
+        "model:
+  base_filters: 8
+training:
+  epochs: 10
+  batch_size: 4
+  learning_rate: 0.003
+  early_stopping_patience: 4
+  scheduler:
+    factor: 0.5
+    patience: 0
+augmentation:
+  horizontal_flip_p: 0.0
+  vertical_flip_p: 0.0
+  rotation_p: 0.0
+  brightness_p: 0.0
+",
     );
     let out_dir = dir.path().join("run");
     let github_output = dir.path().join("github_output");
@@ -148,7 +164,7 @@ fn killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
     let data = synth(dir.path(), 40, "64x64", 5);
     let config = write_config(
         dir.path(),
-        "model:\n  base_filters: 4\ntraining:\n  epochs: 3\n  batch_size: 4\n  learning_rate: 0.003\n",
+        "model:\n  base_filters: 4\ntraining:\n  epochs: 5\n  batch_size: 4\n  learning_rate: 0.003\n",
     );
     let flags = ["--input-size", "64", "--seed", "9", "--threads", "1"];
 
