@@ -21,7 +21,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 RELEASE := $(TARGET_DIR)/release
 CARGO_FLAGS ?= --locked
 
-.PHONY: help bootstrap build release demo test fmt lint unit bench-train bench-serve clean
+.PHONY: help test-deps bootstrap build release demo test fmt lint unit bench-train bench-serve clean
 
 help:
 	@echo "make demo   bootstrap, then run the whole loop locally on synthetic data"
@@ -57,19 +57,23 @@ lint: bootstrap
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 	cargo clippy $(CARGO_FLAGS) --all-targets --features train -- -D warnings
 
-test: bootstrap fmt lint
+## test-deps: system packages the test suite drives for real (headless Chromium for the web page).
+## Installed with apt when missing (CI and developers run as root); a no-op afterwards.
+TEST_APT_PACKAGES := chromium
+test-deps:
+	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "test-deps: installing$$missing with apt-get"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: bootstrap test-deps fmt lint
 	cargo test $(CARGO_FLAGS) --features train
 
 clean:
 	cargo clean
 	rm -rf $(VENV) demo-out bench-out
-
-## bench-serve: wms-serve vs a PyTorch-eager FastAPI reference on the same random upstream weights
-## and one 640×480 JPEG, same client for both: cold start, p50/p95 latency (1 client), requests/s
-## at concurrency 8, and the ratios. Results in bench-out/serve/serve.json.
-.PHONY: bench-serve
-bench-serve: release
-	bash bench/serve/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/serve" "$(VENV)"
 
 ## bench-detect: `wms detect-changes` against `git diff --name-only` for a 200-file change in a
 ## generated repository of 50 000 files and 10 000 commits (made once with git fast-import and
@@ -92,3 +96,10 @@ bench-detect:
 ## PyTorch eager reference (bench/train/reference.py) on this machine; images/s and the ratio.
 bench-train: release
 	bash bench/train/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/train" "$(VENV)/bin/python"
+
+## bench-serve: wms-serve vs a PyTorch-eager FastAPI reference on the same random upstream weights
+## and one 640×480 JPEG, same client for both: cold start, p50/p95 latency (1 client), requests/s
+## at concurrency 8, and the ratios. Results in bench-out/serve/serve.json.
+.PHONY: bench-serve
+bench-serve: release
+	bash bench/serve/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/serve" "$(VENV)"

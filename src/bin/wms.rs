@@ -19,11 +19,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
+    Data(wms::cli::data::DataArgs),
     /// Decide from the event's commits whether to train and/or deploy: named path filters over
     /// a git diff, DVC data deltas, step outputs and a job summary.
     DetectChanges(wms::cli::detect::DetectArgs),
-    /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
-    Data(wms::cli::data::DataArgs),
     /// Show which native runtimes this installation finds (ONNX Runtime) and where.
     Doctor,
     /// Export a checkpoint to ONNX (BatchNorm folded), optionally check it in ONNX Runtime and
@@ -39,8 +39,8 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Data(args) => wms::cli::data::run(args),
+        Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Doctor => {
             let path = wms::ort_runtime::init()?;
             println!("onnxruntime: {}", path.display());

@@ -44,3 +44,21 @@ fn unknown_flag_is_a_usage_error() {
     let out = bin("wms").arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let out = bin("wms")
+        .env_remove("ORT_DYLIB_PATH")
+        .env("RUST_LOG", "info")
+        .args(["--log-format", "json", "doctor"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "expected ONNX Runtime's load message to be logged");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}
