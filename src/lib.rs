@@ -4,8 +4,8 @@
 
 pub mod changes;
 pub mod checkpoint;
-pub mod data;
 pub mod cli;
+pub mod data;
 pub mod env_vars;
 pub mod exit;
 pub mod fsutil;

@@ -56,9 +56,13 @@ fn json_log_format_writes_one_json_object_per_line() {
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(!lines.is_empty(), "expected ONNX Runtime's load message to be logged");
+    assert!(
+        !lines.is_empty(),
+        "expected ONNX Runtime's load message to be logged"
+    );
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v.get("level").is_some(), "{line}");
     }
 }
