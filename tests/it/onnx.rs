@@ -78,8 +78,13 @@ fn exported() -> &'static Exported {
 }
 
 fn python() -> Command {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
-    let mut cmd = Command::new(venv.join("bin/python"));
+    let python = crate::util::python();
+    let venv = python
+        .ancestors()
+        .nth(2)
+        .expect("<venv>/bin/python")
+        .to_path_buf();
+    let mut cmd = Command::new(&python);
     cmd.env("VIRTUAL_ENV", &venv)
         .env("OMP_NUM_THREADS", "2")
         .env("PYTHONDONTWRITEBYTECODE", "1");

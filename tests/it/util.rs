@@ -21,7 +21,6 @@ pub fn bin(name: &str) -> Command {
 
 /// The project venv's Python (pinned torch, onnxruntime, onnx). `make` exports `WMS_VENV`
 /// (CI keeps the venv outside the clone); a plain `cargo test` falls back to `./.venv`.
-#[allow(dead_code)] // used by the interop/onnx tests
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("WMS_VENV")
         .or_else(|| std::env::var_os("VIRTUAL_ENV"))
