@@ -249,46 +249,56 @@ impl Checkpoint {
 
     /// Writes the checkpoint atomically (temp file + rename), metadata embedded.
     pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
-        let meta_json = serde_json::to_string(&self.meta).expect("metadata serializes");
-        let mut views = Vec::with_capacity(self.tensors.len());
-        let bytes: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(name, t)| {
-                let (dtype, raw) = match &t.data {
-                    TensorData::F32(v) => (
-                        safetensors::Dtype::F32,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
-                    TensorData::I64(v) => (
-                        safetensors::Dtype::I64,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
-                };
-                (name.clone(), dtype, t.shape.clone(), raw)
-            })
-            .collect();
-        for (name, dtype, shape, raw) in &bytes {
-            let view =
-                safetensors::tensor::TensorView::new(*dtype, shape.clone(), raw).map_err(|e| {
-                    CheckpointError::Tensor {
-                        path: path.to_path_buf(),
-                        name: name.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-            views.push((name.clone(), view));
-        }
         let mut header = HashMap::new();
-        header.insert(META_KEY.to_string(), meta_json);
-        let out =
-            safetensors::serialize(views, Some(header)).map_err(|e| CheckpointError::Format {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        fsutil::write_atomic(path, &out)?;
-        Ok(())
+        header.insert(
+            META_KEY.to_string(),
+            serde_json::to_string(&self.meta).expect("metadata serializes"),
+        );
+        write_safetensors(path, &self.tensors, header)
     }
+}
+
+/// Writes `tensors` as a safetensors file whose `__metadata__` is `header`, atomically. Shared by
+/// checkpoints and the trainer's resume file, which adds its own header entries.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    header: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let raw: Vec<(&String, safetensors::Dtype, &[usize], Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let (dtype, bytes) = match &t.data {
+                TensorData::F32(v) => (
+                    safetensors::Dtype::F32,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+                TensorData::I64(v) => (
+                    safetensors::Dtype::I64,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+            };
+            (name, dtype, t.shape.as_slice(), bytes)
+        })
+        .collect();
+    let mut views = Vec::with_capacity(raw.len());
+    for (name, dtype, shape, bytes) in &raw {
+        let view =
+            safetensors::tensor::TensorView::new(*dtype, shape.to_vec(), bytes).map_err(|e| {
+                CheckpointError::Tensor {
+                    path: path.to_path_buf(),
+                    name: (*name).clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        views.push(((*name).clone(), view));
+    }
+    let out = safetensors::serialize(views, Some(header)).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    fsutil::write_atomic(path, &out)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,8 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, CheckpointMeta, META_KEY, TensorData};
-use crate::fsutil;
+use crate::checkpoint::{self, CheckpointMeta, META_KEY};
 
 use super::TrainError;
 
@@ -114,38 +113,7 @@ pub fn write_resume(
         STATE_KEY.to_string(),
         serde_json::to_string(state).expect("state serializes"),
     );
-    let raw: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let (dtype, bytes) = match &t.data {
-                TensorData::F32(v) => (
-                    safetensors::Dtype::F32,
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ),
-                TensorData::I64(v) => (
-                    safetensors::Dtype::I64,
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ),
-            };
-            (name.clone(), dtype, t.shape.clone(), bytes)
-        })
-        .collect();
-    let mut views = Vec::with_capacity(raw.len());
-    for (name, dtype, shape, bytes) in &raw {
-        let view =
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| {
-                TrainError::Weights {
-                    name: name.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-        views.push((name.clone(), view));
-    }
-    let bytes = safetensors::serialize(views, Some(header)).map_err(|e| TrainError::Weights {
-        name: "<resume state>".into(),
-        message: e.to_string(),
-    })?;
-    fsutil::write_atomic(path, &bytes)?;
+    checkpoint::write_safetensors(path, tensors, header)?;
     Ok(())
 }
 
