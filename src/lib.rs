@@ -2,6 +2,7 @@
 //! binaries (`wms`, `wms-train`, `wms-serve`) parse arguments, call into it and map errors to exit
 //! codes through [`exit`]. See `docs/architecture.md` for the map of modules.
 
+pub mod calendar;
 pub mod changes;
 pub mod checkpoint;
 pub mod cli;

@@ -2,7 +2,7 @@
 //! [`ModelSpec`](crate::model::ModelSpec), every weight from its tensors, BatchNorm folded into
 //! the convolution before it. Pure data transformation: no I/O.
 
-use crate::checkpoint::{Checkpoint, TensorData};
+use crate::checkpoint::Checkpoint;
 use crate::model::{BN_EPS, BlockSpec};
 
 use super::OnnxError;
@@ -59,22 +59,7 @@ impl<'c> GraphBuilder<'c> {
 
     /// A checkpoint tensor as f32 values, checking its shape.
     fn weight(&self, name: &str, shape: &[usize]) -> Result<&'c [f32], OnnxError> {
-        let err = |message: String| OnnxError::Weight {
-            name: name.to_string(),
-            message,
-        };
-        let t = self
-            .ckpt
-            .tensors
-            .get(name)
-            .ok_or_else(|| err("missing".into()))?;
-        if t.shape != shape {
-            return Err(err(format!("shape {:?}, expected {shape:?}", t.shape)));
-        }
-        match &t.data {
-            TensorData::F32(v) => Ok(v),
-            TensorData::I64(_) => Err(err("is i64, expected f32".into())),
-        }
+        super::f32_weight(self.ckpt, name, shape)
     }
 
     /// `Conv3×3 pad 1` (`{block}.{conv}`) with the eval-mode `BatchNorm2d` after it

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CheckpointError, TensorData};
 
 /// ai.onnx operator set the graph is written for (ONNX Runtime 1.31 supports up to 23).
 pub const OPSET: i64 = 17;
@@ -195,6 +195,30 @@ fn finite_metrics(ckpt: &Checkpoint) -> std::collections::BTreeMap<&str, Option<
         .iter()
         .map(|(k, &v)| (k.as_str(), v.is_finite().then_some(v)))
         .collect()
+}
+
+/// The checkpoint tensor `name` as f32 values, checked against the shape the spec expects. Shared
+/// by the graph writer and the reference forward pass so both read weights the same way.
+fn f32_weight<'c>(
+    ckpt: &'c Checkpoint,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'c [f32], OnnxError> {
+    let err = |message: String| OnnxError::Weight {
+        name: name.to_string(),
+        message,
+    };
+    let t = ckpt
+        .tensors
+        .get(name)
+        .ok_or_else(|| err("missing".into()))?;
+    if t.shape != shape {
+        return Err(err(format!("shape {:?}, expected {shape:?}", t.shape)));
+    }
+    match &t.data {
+        TensorData::F32(v) => Ok(v),
+        TensorData::I64(_) => Err(err("is i64, expected f32".into())),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use ndarray::{Array2, Array4, ArrayView4, Axis, s};
 
-use crate::checkpoint::{Checkpoint, TensorData};
+use crate::checkpoint::Checkpoint;
 use crate::model::{BN_EPS, BlockSpec};
 
 use super::OnnxError;
@@ -58,22 +58,7 @@ struct Weights<'c>(&'c Checkpoint);
 
 impl<'c> Weights<'c> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<&'c [f32], OnnxError> {
-        let err = |message: String| OnnxError::Weight {
-            name: name.to_string(),
-            message,
-        };
-        let t = self
-            .0
-            .tensors
-            .get(name)
-            .ok_or_else(|| err("missing".into()))?;
-        if t.shape != shape {
-            return Err(err(format!("shape {:?}, expected {shape:?}", t.shape)));
-        }
-        match &t.data {
-            TensorData::F32(v) => Ok(v),
-            TensorData::I64(_) => Err(err("is i64, expected f32".into())),
-        }
+        super::f32_weight(self.0, name, shape)
     }
 
     /// `Sequential[Conv3×3, BatchNorm2d, ReLU, Conv3×3, BatchNorm2d, ReLU]`.
