@@ -2,17 +2,20 @@
 //! binaries (`wms`, `wms-train`, `wms-serve`) parse arguments, call into it and map errors to exit
 //! codes through [`exit`]. See `docs/architecture.md` for the map of modules.
 
+pub mod aws;
 pub mod calendar;
 pub mod changes;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod dvc;
 pub mod env_vars;
 pub mod exit;
 pub mod fsutil;
 pub mod github;
 pub mod logging;
 pub mod metrics;
+pub mod mlflow;
 pub mod model;
 pub mod onnx;
 pub mod ort_runtime;

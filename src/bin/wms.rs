@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// AWS credentials: assume a role with GitHub's OIDC token, print the caller identity.
+    Aws(wms::cli::aws::AwsArgs),
     /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
     Data(wms::cli::data::DataArgs),
     /// Decide from the event's commits whether to train and/or deploy: named path filters over
@@ -29,6 +31,10 @@ enum Command {
     /// Export a checkpoint to ONNX (BatchNorm folded), optionally check it in ONNX Runtime and
     /// write a TorchServe archive.
     ExportOnnx(wms::cli::export::ExportArgs),
+    /// Quality gate: compare a candidate's metrics with the production model's.
+    Gate(wms::cli::gate::GateArgs),
+    /// Register a run's model in MLflow and move the `production` alias to it.
+    Promote(wms::cli::gate::PromoteArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +45,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Aws(args) => wms::cli::aws::run(args),
         Command::Data(args) => wms::cli::data::run(args),
         Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Doctor => {
@@ -47,5 +54,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ExportOnnx(args) => wms::cli::export::run(args),
+        Command::Gate(args) => wms::cli::gate::run_gate(args),
+        Command::Promote(args) => wms::cli::gate::run_promote(args),
     }
 }

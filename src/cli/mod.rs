@@ -1,9 +1,11 @@
 //! Command-line interfaces of the three binaries, as clap `…Args` structs plus a `run` per
 //! command that resolves settings and calls the capability modules. Binaries only dispatch here.
 
+pub mod aws;
 pub mod data;
 pub mod detect;
 pub mod export;
+pub mod gate;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;

@@ -7,6 +7,7 @@ mod data;
 mod interop;
 mod onnx;
 mod serve;
+mod servers;
 #[cfg(feature = "train")]
 mod train;
 mod util;

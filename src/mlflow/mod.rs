@@ -1,0 +1,1 @@
+//! MLflow tracking and registry over its REST API (work in progress, issue #6).
