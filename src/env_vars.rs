@@ -64,3 +64,25 @@ pub const OMP_WAIT_POLICY: &str = "OMP_WAIT_POLICY";
 /// it does not parse the whole bundle on every run) and loads the real one (this variable's
 /// original value, else the distribution's bundle) only for an https fetch.
 pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+/// MLflow (`wms-train` logging, `wms gate`, `wms promote`); the names are MLflow's own.
+/// Bearer token for the tracking server (wins over username/password).
+pub const MLFLOW_TRACKING_TOKEN: &str = "MLFLOW_TRACKING_TOKEN";
+/// HTTP basic auth for the tracking server.
+pub const MLFLOW_TRACKING_USERNAME: &str = "MLFLOW_TRACKING_USERNAME";
+pub const MLFLOW_TRACKING_PASSWORD: &str = "MLFLOW_TRACKING_PASSWORD";
+/// Experiment `wms-train` logs into (default: the config's model name).
+pub const MLFLOW_EXPERIMENT_NAME: &str = "MLFLOW_EXPERIMENT_NAME";
+/// Seconds per MLflow request (default 120).
+pub const MLFLOW_HTTP_REQUEST_TIMEOUT: &str = "MLFLOW_HTTP_REQUEST_TIMEOUT";
+/// Retries per MLflow request after the first attempt (default 4).
+pub const MLFLOW_HTTP_REQUEST_MAX_RETRIES: &str = "MLFLOW_HTTP_REQUEST_MAX_RETRIES";
+/// S3-compatible endpoint for runs whose artifact URI is `s3://` (MinIO, moto).
+pub const MLFLOW_S3_ENDPOINT_URL: &str = "MLFLOW_S3_ENDPOINT_URL";
+/// GitHub context for MLflow run tags: branch (`GITHUB_HEAD_REF` on pull requests) and the
+/// parts of the run URL `<server>/<repository>/actions/runs/<id>`.
+pub const GITHUB_HEAD_REF: &str = "GITHUB_HEAD_REF";
+pub const GITHUB_REF_NAME: &str = "GITHUB_REF_NAME";
+pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
+pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
+pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
