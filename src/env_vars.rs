@@ -86,3 +86,24 @@ pub const GITHUB_REF_NAME: &str = "GITHUB_REF_NAME";
 pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
 pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
 pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
+
+/// `wms data pull` test hook: start at most this many object downloads, then stop as an
+/// interrupted pull would (finished objects stay in the cache). Used by the resume test.
+pub const WMS_DATA_PULL_STOP_AFTER: &str = "WMS_DATA_PULL_STOP_AFTER";
+/// `wms data push|pull`: default `--jobs`.
+pub const WMS_DATA_JOBS: &str = "WMS_DATA_JOBS";
+/// GitHub OIDC: URL of the runner's ID-token endpoint (set with `permissions: id-token: write`).
+pub const ACTIONS_ID_TOKEN_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
+/// GitHub OIDC: bearer token for [`ACTIONS_ID_TOKEN_REQUEST_URL`].
+pub const ACTIONS_ID_TOKEN_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
+/// AWS credentials exported by `wms aws assume-role` (and read by the SDK's provider chain).
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+/// AWS region (the SDK reads both; `wms aws assume-role` exports both).
+pub const AWS_REGION: &str = "AWS_REGION";
+pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
+/// STS endpoint override (honoured by the AWS SDK; `--endpoint-url` takes precedence).
+pub const AWS_ENDPOINT_URL_STS: &str = "AWS_ENDPOINT_URL_STS";
+/// Endpoint override for every AWS service (honoured by the AWS SDK).
+pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";

@@ -62,93 +62,37 @@ pub struct DvcParseError {
 
 /// Whether `path` is a file this module understands.
 pub fn is_dvc_metafile(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name == "dvc.lock" || (name.ends_with(".dvc") && name.len() > 4)
-}
-
-#[derive(Debug, Deserialize)]
-struct RawOut {
-    path: Option<String>,
-    md5: Option<String>,
-    size: Option<u64>,
-    nfiles: Option<u64>,
-    hash: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DvcFile {
-    #[serde(default)]
-    outs: Vec<RawOut>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LockFile {
-    schema: Option<String>,
-    #[serde(default)]
-    stages: BTreeMap<String, LockStage>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LockStage {
-    #[serde(default)]
-    outs: Vec<RawOut>,
+    crate::dvc::dvcfile::is_metafile(path)
 }
 
 /// The outputs recorded in one version of `file`, keyed by repository path, with their stage.
+/// The parsing itself is [`crate::dvc::dvcfile::parse_outs`], shared with `wms data`.
 pub fn parse_outs(
     file: &str,
     text: &str,
 ) -> Result<BTreeMap<String, (Option<String>, DvcOut)>, DvcParseError> {
-    let err = |message: String| DvcParseError {
-        file: file.to_string(),
-        message,
-    };
+    let recorded =
+        crate::dvc::dvcfile::parse_outs(file, text).map_err(|message| DvcParseError {
+            file: file.to_string(),
+            message,
+        })?;
     let dir = match file.rfind('/') {
         Some(i) => &file[..i],
         None => "",
     };
     let mut out = BTreeMap::new();
-    let mut add = |stage: Option<&str>, raw: RawOut| -> Result<(), DvcParseError> {
-        let Some(rel) = raw.path else {
-            return Err(err("an entry in `outs` has no `path`".into()));
-        };
-        let path = join_normalized(dir, &rel);
+    for r in recorded {
+        let path = join_normalized(dir, &r.out.path);
         out.entry(path.clone()).or_insert((
-            stage.map(str::to_string),
+            r.stage,
             DvcOut {
                 path,
-                md5: raw.md5,
-                size: raw.size,
-                nfiles: raw.nfiles,
-                hash: raw.hash,
+                md5: r.out.md5,
+                size: r.out.size,
+                nfiles: r.out.nfiles,
+                hash: r.out.hash,
             },
         ));
-        Ok(())
-    };
-    if text.trim().is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    if file.rsplit('/').next() == Some("dvc.lock") {
-        let lock: LockFile =
-            serde_yaml::from_str(text).map_err(|e| err(format!("not a dvc.lock: {e}")))?;
-        if let Some(schema) = &lock.schema
-            && !schema.starts_with('2')
-        {
-            return Err(err(format!(
-                "unsupported dvc.lock schema {schema:?} (expected '2.0')"
-            )));
-        }
-        for (name, stage) in lock.stages {
-            for raw in stage.outs {
-                add(Some(&name), raw)?;
-            }
-        }
-    } else {
-        let dvc: DvcFile =
-            serde_yaml::from_str(text).map_err(|e| err(format!("not a .dvc file: {e}")))?;
-        for raw in dvc.outs {
-            add(None, raw)?;
-        }
     }
     Ok(out)
 }

@@ -1,11 +1,14 @@
-//! `wms data synth` and `wms data qa`: flags → settings → [`crate::data::synth`] /
-//! [`crate::data::qa`] → a summary on stdout, reports as files, a job summary in Actions.
+//! `wms data synth|qa|add|push|pull`: flags → settings → [`crate::data::synth`] /
+//! [`crate::data::qa`] / [`crate::dvc`] → a summary on stdout, reports as files, a job summary
+//! in Actions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::data::{DataError, qa, synth};
+use crate::dvc::{Repo, add, sync};
+use crate::env_vars;
 use crate::exit::UsageError;
 use crate::github::actions::Actions;
 
@@ -22,6 +25,31 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Check a data set: pairs, decoding, sizes, binary and non-empty masks, duplicates.
     Qa(QaArgs),
+    /// Track files or directories as `dvc add` does: cache entries, `PATH.dvc`, `.gitignore`.
+    Add(AddArgs),
+    /// Upload the tracked data the DVC remote lacks (as `dvc push`).
+    Push(SyncArgs),
+    /// Download the tracked data the cache lacks and check it out (as `dvc pull`).
+    Pull(SyncArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Files or directories inside a DVC repository.
+    #[arg(required = true)]
+    pub targets: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// `.dvc` files or tracked paths (default: every one in the repository).
+    pub targets: Vec<PathBuf>,
+    /// Remote name from `.dvc/config` (default: `[core] remote`).
+    #[arg(short, long)]
+    pub remote: Option<String>,
+    /// Parallel transfers (default: 4 × CPU cores, as dvc).
+    #[arg(short, long, env = env_vars::WMS_DATA_JOBS)]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,7 +119,98 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Synth(a) => run_synth(a),
         DataCommand::Qa(a) => run_qa(a),
+        DataCommand::Add(a) => run_add(a),
+        DataCommand::Push(a) => run_push(a),
+        DataCommand::Pull(a) => run_pull(a),
     }
+}
+
+/// What `push`/`pull` run with, from flags and the environment.
+#[derive(Debug)]
+struct SyncSettings {
+    repo: Repo,
+    options: sync::SyncOptions,
+}
+
+impl SyncSettings {
+    fn resolve(args: SyncArgs, what: &str) -> anyhow::Result<SyncSettings> {
+        let SyncArgs {
+            targets,
+            remote,
+            jobs,
+        } = args;
+        let jobs = match jobs {
+            Some(0) => {
+                return Err(
+                    UsageError::new("--jobs must be at least 1; hint: try --jobs 8").into(),
+                );
+            }
+            Some(n) => n,
+            None => 4 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let stop_after = match std::env::var(env_vars::WMS_DATA_PULL_STOP_AFTER) {
+            Ok(v) if !v.is_empty() => Some(v.parse::<usize>().map_err(|_| {
+                UsageError::new(format!(
+                    "{}={v:?} is not a number; hint: unset it",
+                    env_vars::WMS_DATA_PULL_STOP_AFTER
+                ))
+            })?),
+            _ => None,
+        };
+        let repo = Repo::discover(Path::new("."))?;
+        Ok(SyncSettings {
+            repo,
+            options: sync::SyncOptions {
+                remote,
+                jobs,
+                targets,
+                stop_after,
+                progress: Actions::from_env().progress(0, what),
+            },
+        })
+    }
+}
+
+fn run_add(args: AddArgs) -> anyhow::Result<()> {
+    let AddArgs { targets } = args;
+    let repo = Repo::discover(Path::new("."))?;
+    for target in &targets {
+        let s = add::add(&repo, target)?;
+        println!(
+            "added {} ({} file(s), {} bytes) → {}",
+            target.display(),
+            s.files,
+            s.out.size.unwrap_or(0),
+            s.metafile.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_push(args: SyncArgs) -> anyhow::Result<()> {
+    let settings = SyncSettings::resolve(args, "push")?;
+    let s = sync::push(&settings.repo, &settings.options)?;
+    println!(
+        "pushed {} of {} object(s) ({} bytes, {} already in the remote) in {:.2} s",
+        s.uploaded, s.objects, s.bytes, s.already_in_remote, s.seconds
+    );
+    Ok(())
+}
+
+fn run_pull(args: SyncArgs) -> anyhow::Result<()> {
+    let settings = SyncSettings::resolve(args, "pull")?;
+    let s = sync::pull(&settings.repo, &settings.options)?;
+    println!(
+        "pulled {} of {} object(s) ({} bytes, {} already cached); {} file(s) written, {} unchanged, in {:.2} s",
+        s.downloaded,
+        s.objects,
+        s.bytes,
+        s.already_cached,
+        s.files_written,
+        s.files_unchanged,
+        s.seconds
+    );
+    Ok(())
 }
 
 fn run_synth(args: SynthArgs) -> anyhow::Result<()> {

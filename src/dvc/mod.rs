@@ -1,1 +1,309 @@
-//! DVC 3.x formats and data sync against an S3 remote (work in progress, issue #6).
+//! DVC 3.x compatibility: the formats (`.dvc` files, `dvc.lock`, `.dir` manifests, the cache
+//! layout, `.dvc/config`) and data sync against an S3 remote, so a repository versioned with
+//! `dvc` can be added to, pushed and pulled by `wms data` and the other way round (DESIGN §8).
+//!
+//! [`add`] hashes a workspace path into the cache and writes its `.dvc` file; [`sync`] moves
+//! objects between the cache and the remote and checks files out. This module reads and writes
+//! DVC's files only; it does not run pipelines (`dvc repro`) and keeps no state database: a
+//! file already in the workspace is trusted only after its md5 is checked.
+
+pub mod add;
+pub mod cache;
+pub mod config;
+pub mod dvcfile;
+pub mod remote;
+pub mod sync;
+
+use std::path::{Path, PathBuf};
+
+use cache::{Cache, ObjectId};
+use dvcfile::Out;
+
+/// Errors from DVC formats and data sync; each names the file, key or URL involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DvcError {
+    #[error(
+        "no DVC repository at or above {start}; hint: run `dvc init` (or `git init && dvc init`) first"
+    )]
+    NotARepo { start: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
+    #[error("{path}:{line}: {message}; hint: fix the line or recreate it with `dvc remote add`")]
+    Config {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error(
+        "{path}: no default remote; hint: `dvc remote add -d NAME s3://BUCKET/PREFIX` or pass --remote"
+    )]
+    NoRemote { path: PathBuf },
+    #[error(
+        "{path}: no remote named {name:?} with a `url`; hint: `dvc remote list` shows the configured ones"
+    )]
+    UnknownRemote { path: PathBuf, name: String },
+    #[error(
+        "remote {url}: only s3:// remotes are supported; hint: use `dvc push`/`dvc pull` for other storage"
+    )]
+    UnsupportedRemote { url: String },
+    #[error("{path}: {message}; hint: restore it from git or re-run `dvc add`")]
+    Metafile { path: PathBuf, message: String },
+    #[error(
+        "{path} is not tracked by DVC; hint: pass a `.dvc` file or a path that has one (`wms data add PATH` first)"
+    )]
+    NotTracked { path: PathBuf },
+    #[error(
+        "{path} is outside the DVC repository at {root}; hint: add paths inside the repository"
+    )]
+    OutsideRepo { path: PathBuf, root: PathBuf },
+    #[error(
+        "{name}: object {path} is missing from the local cache; hint: run `wms data add` (or `wms data pull`) first"
+    )]
+    NotInCache { name: String, path: PathBuf },
+    #[error("{url}: {message}; hint: check the remote's URL, endpoint and AWS credentials")]
+    Remote { url: String, message: String },
+    #[error("{name}: {url} is not in the remote; hint: push it from a clone that has it")]
+    MissingInRemote { name: String, url: String },
+    #[error(
+        "{name}: corrupted object {url} (md5 {actual}, expected {expected}); not written; hint: re-push it from a clone with a good copy"
+    )]
+    Corrupt {
+        name: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: a directory is in the way of a tracked file; hint: move it away")]
+    InTheWay { path: PathBuf },
+    #[error(
+        "{op} interrupted after starting {after} download(s) (WMS_DATA_PULL_STOP_AFTER); finished objects stay in the cache; hint: run it again to resume"
+    )]
+    Interrupted { op: &'static str, after: usize },
+    #[error("{op}: {failed} of {total} object(s) failed: {details}")]
+    Incomplete {
+        op: &'static str,
+        failed: usize,
+        total: usize,
+        details: String,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A DVC repository: the directory holding `.dvc/`.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub root: PathBuf,
+}
+
+/// One tracked output: where it is recorded, where it lives, and its object.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub metafile: PathBuf,
+    /// Absolute workspace path of the output.
+    pub workspace: PathBuf,
+    /// Repository-relative `/`-separated path, for people.
+    pub name: String,
+    pub out: Out,
+    pub id: ObjectId,
+}
+
+impl Repo {
+    /// The repository at or above `start`.
+    pub fn discover(start: &Path) -> Result<Repo, DvcError> {
+        let abs = std::path::absolute(start).map_err(|source| DvcError::Io {
+            path: start.to_path_buf(),
+            source,
+        })?;
+        let mut dir = Some(abs.as_path());
+        while let Some(d) = dir {
+            if d.join(".dvc").is_dir() {
+                return Ok(Repo {
+                    root: d.to_path_buf(),
+                });
+            }
+            dir = d.parent();
+        }
+        Err(DvcError::NotARepo { start: abs })
+    }
+
+    pub fn dvc_dir(&self) -> PathBuf {
+        self.root.join(".dvc")
+    }
+
+    /// The local cache (`.dvc/cache`; `cache.dir` in the config is not supported yet).
+    pub fn cache(&self) -> Cache {
+        Cache {
+            dir: self.dvc_dir().join("cache"),
+        }
+    }
+
+    /// `/`-separated path of `path` relative to the root.
+    pub fn relative(&self, path: &Path) -> Result<String, DvcError> {
+        let rel = path
+            .strip_prefix(&self.root)
+            .map_err(|_| DvcError::OutsideRepo {
+                path: path.to_path_buf(),
+                root: self.root.clone(),
+            })?;
+        Ok(rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"))
+    }
+
+    /// Every `.dvc` file and `dvc.lock` in the workspace (not inside `.git`, `.dvc` or tracked
+    /// directories), sorted.
+    pub fn metafiles(&self) -> Result<Vec<PathBuf>, DvcError> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let io = |source| DvcError::Io {
+                path: dir.clone(),
+                source,
+            };
+            let mut names = Vec::new();
+            for entry in fs_err::read_dir(&dir).map_err(io)? {
+                let entry = entry.map_err(io)?;
+                let is_dir = entry.file_type().map_err(io)?.is_dir();
+                names.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+            }
+            for (name, is_dir) in &names {
+                if *is_dir {
+                    let tracked = names.iter().any(|(n, d)| !d && *n == format!("{name}.dvc"));
+                    if name != ".git" && name != ".dvc" && !tracked {
+                        stack.push(dir.join(name));
+                    }
+                } else if dvcfile::is_metafile(name) {
+                    found.push(dir.join(name));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The outputs recorded in `targets` (`.dvc` files, `dvc.lock`s, or tracked paths), or in
+    /// every metafile when `targets` is empty.
+    pub fn tracked(&self, targets: &[PathBuf]) -> Result<Vec<Tracked>, DvcError> {
+        let metafiles = if targets.is_empty() {
+            self.metafiles()?
+        } else {
+            let mut m = Vec::new();
+            for t in targets {
+                let abs = std::path::absolute(t).map_err(|source| DvcError::Io {
+                    path: t.clone(),
+                    source,
+                })?;
+                let name = abs.to_string_lossy().into_owned();
+                if dvcfile::is_metafile(&name) && abs.is_file() {
+                    m.push(abs);
+                } else {
+                    let with = PathBuf::from(format!("{}.dvc", name.trim_end_matches('/')));
+                    if !with.is_file() {
+                        return Err(DvcError::NotTracked { path: t.clone() });
+                    }
+                    m.push(with);
+                }
+            }
+            m
+        };
+        let mut out = Vec::new();
+        for metafile in metafiles {
+            let text = fs_err::read_to_string(&metafile).map_err(|source| DvcError::Io {
+                path: metafile.clone(),
+                source,
+            })?;
+            let name = metafile.to_string_lossy().into_owned();
+            let recorded =
+                dvcfile::parse_outs(&name, &text).map_err(|message| DvcError::Metafile {
+                    path: metafile.clone(),
+                    message,
+                })?;
+            let dir = metafile.parent().unwrap_or(&self.root).to_path_buf();
+            for r in recorded {
+                let Some(md5) = r.out.md5.as_deref() else {
+                    // Not yet computed (e.g. a stage never run): nothing to sync.
+                    continue;
+                };
+                let id =
+                    ObjectId::parse(md5, r.out.is_legacy()).ok_or_else(|| DvcError::Metafile {
+                        path: metafile.clone(),
+                        message: format!("`{md5}` is not an md5 object id"),
+                    })?;
+                let workspace = normalize(&dir.join(&r.out.path));
+                let name = self.relative(&workspace)?;
+                out.push(Tracked {
+                    metafile: metafile.clone(),
+                    workspace,
+                    name,
+                    out: r.out,
+                    id,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Resolves `.` and `..` without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovers_the_repo_and_its_tracked_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join(".dvc")).unwrap();
+        fs_err::create_dir_all(root.join("data/images/deep")).unwrap();
+        fs_err::write(
+            root.join("data/images.dvc"),
+            "outs:\n- md5: d23608bc013c1f42db5f0e4a34bbb6ea.dir\n  size: 17\n  nfiles: 3\n  hash: md5\n  path: images\n",
+        )
+        .unwrap();
+        // Inside a tracked directory: not a metafile of the repo.
+        fs_err::write(root.join("data/images/deep/x.dvc"), "outs: []\n").unwrap();
+        let repo = Repo::discover(&root.join("data")).unwrap();
+        assert_eq!(repo.root, root);
+        assert_eq!(
+            repo.metafiles().unwrap(),
+            vec![root.join("data/images.dvc")]
+        );
+        let t = repo.tracked(&[]).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].name, "data/images");
+        assert!(t[0].id.dir);
+        let by_path = repo.tracked(&[root.join("data/images")]).unwrap();
+        assert_eq!(by_path[0].name, "data/images");
+        assert!(matches!(
+            repo.tracked(&[root.join("nope")]),
+            Err(DvcError::NotTracked { .. })
+        ));
+        assert!(matches!(
+            Repo::discover(Path::new("/")),
+            Err(DvcError::NotARepo { .. })
+        ));
+    }
+}

@@ -1,8 +1,10 @@
 //! The one integration-test binary: a module per capability, helpers in `util`.
 
+mod aws;
 mod changes;
 mod cli;
 mod data;
+mod dvc;
 #[cfg(feature = "train")]
 mod interop;
 mod onnx;

@@ -1,0 +1,238 @@
+//! `wms aws assume-role` end to end: a GitHub-like OIDC token endpoint served here (it checks
+//! the audience and the bearer token, as the runner's does), moto's STS for
+//! `AssumeRoleWithWebIdentity`, then `wms aws whoami` with the exported credentials.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use crate::{servers, util};
+
+const REQUEST_TOKEN: &str = "runner-request-token-1234";
+const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOndtcy93bXM6cmVmOnJlZnMvaGVhZHMvbWFpbiIsImF1ZCI6InN0cy5hbWF6b25hd3MuY29tIn0.c2ln";
+
+/// A token endpoint on a loopback port: answers `{"value": JWT}` to a GET whose query has
+/// `audience=sts.amazonaws.com` and whose `Authorization` is `Bearer REQUEST_TOKEN`; 401
+/// otherwise. Records each request line.
+struct TokenServer {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn token_server() -> TokenServer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    auth = v.trim().to_string();
+                }
+            }
+            let ok = request_line
+                .starts_with("GET /token?api-version=2.0&audience=sts.amazonaws.com ")
+                && auth.split_once(' ').is_some_and(|(scheme, t)| {
+                    scheme.eq_ignore_ascii_case("bearer") && t == REQUEST_TOKEN
+                });
+            log.lock().unwrap().push(request_line.trim().to_string());
+            let (status, body) = if ok {
+                ("200 OK", format!("{{\"count\":1,\"value\":\"{JWT}\"}}"))
+            } else {
+                (
+                    "401 Unauthorized",
+                    "{\"message\":\"bad token\"}".to_string(),
+                )
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    TokenServer {
+        url: format!("http://127.0.0.1:{port}/token?api-version=2.0"),
+        seen,
+    }
+}
+
+/// `wms` with no ambient AWS credentials or config: only what the test gives it.
+fn wms(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = util::bin("wms");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "GITHUB_ENV",
+        "GITHUB_STEP_SUMMARY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args)
+        .env("HOME", home)
+        .env("AWS_CONFIG_FILE", home.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", &servers::moto().url);
+    cmd
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn github_oidc_assume_role_masks_exports_and_whoami_sees_the_role() {
+    let tokens = token_server();
+    let home = tempfile::tempdir().unwrap();
+    let github_env = home.path().join("github_env");
+    fs_err::write(&github_env, "EARLIER=1\n").unwrap();
+    let out = wms(
+        home.path(),
+        &[
+            "aws",
+            "assume-role",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/wms-ci",
+            "--region",
+            "eu-west-1",
+            "--session-name",
+            "run-42",
+        ],
+    )
+    .env("GITHUB_ACTIONS", "true")
+    .env("GITHUB_ENV", &github_env)
+    .env("ACTIONS_ID_TOKEN_REQUEST_URL", &tokens.url)
+    .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN)
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        *tokens.seen.lock().unwrap(),
+        vec!["GET /token?api-version=2.0&audience=sts.amazonaws.com HTTP/1.1".to_string()]
+    );
+
+    let exported = wms::github::actions::parse_file_command(
+        "GITHUB_ENV",
+        &fs_err::read_to_string(&github_env).unwrap(),
+    )
+    .unwrap();
+    let get = |k: &str| {
+        exported
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} not exported: {exported:?}"))
+    };
+    assert_eq!(get("EARLIER"), "1");
+    let key_id = get("AWS_ACCESS_KEY_ID");
+    let secret = get("AWS_SECRET_ACCESS_KEY");
+    let session = get("AWS_SESSION_TOKEN");
+    assert_eq!(get("AWS_REGION"), "eu-west-1");
+    assert_eq!(get("AWS_DEFAULT_REGION"), "eu-west-1");
+    assert!(key_id.starts_with("ASIA"), "{key_id}");
+    // Every secret is masked before anything else could print it, and never printed in clear.
+    let masks: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("::add-mask::"))
+        .collect();
+    for s in [
+        &key_id,
+        &secret,
+        &session,
+        &REQUEST_TOKEN.to_string(),
+        &JWT.to_string(),
+    ] {
+        assert!(masks.contains(&s.as_str()), "{s} not masked: {stdout}");
+    }
+    let unmasked: String = stdout
+        .lines()
+        .filter(|l| !l.starts_with("::add-mask::"))
+        .collect();
+    for s in [&key_id, &secret, &session] {
+        assert!(!unmasked.contains(s.as_str()) && !stderr.contains(s.as_str()));
+    }
+    assert!(stderr.contains("assumed-role/wms-ci/run-42"), "{stderr}");
+
+    // A later step: the exported credentials, the default chain, moto's STS.
+    let out = wms(home.path(), &["aws", "whoami"])
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .env("AWS_SESSION_TOKEN", &session)
+        .env("AWS_REGION", "eu-west-1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let id: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        id["Arn"], "arn:aws:sts::123456789012:assumed-role/wms-ci/run-42",
+        "{stdout}"
+    );
+    assert_eq!(id["Account"], "123456789012");
+}
+
+#[test]
+fn assume_role_without_oidc_or_with_a_bad_token_fails_with_a_hint() {
+    let home = tempfile::tempdir().unwrap();
+    let role = "arn:aws:iam::123456789012:role/wms-ci";
+    let out = wms(home.path(), &["aws", "assume-role", "--role-arn", role])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("id-token: write"), "{stderr}");
+
+    let tokens = token_server();
+    let out = wms(
+        home.path(),
+        &[
+            "aws",
+            "assume-role",
+            "--role-arn",
+            role,
+            "--region",
+            "us-east-1",
+        ],
+    )
+    .env("ACTIONS_ID_TOKEN_REQUEST_URL", &tokens.url)
+    .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "not-the-token")
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+}
