@@ -103,3 +103,11 @@ bench-train: release
 .PHONY: bench-serve
 bench-serve: release
 	bash bench/serve/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/serve" "$(VENV)"
+
+## bench-data: `wms data pull` vs `dvc pull` of 2 000 files (~50 KB each) from a moto S3 remote the
+## script starts itself, into fresh clones, same --jobs for both; both medians and the ratio
+## (goal ≥ 2×). Work files under bench-out/data/.
+.PHONY: bench-data
+bench-data: bootstrap
+	cargo build $(CARGO_FLAGS) --release --bin wms
+	$(VENV)/bin/python bench/data/run.py "$(RELEASE)/wms" "$(CURDIR)/bench-out/data" "$(VENV)"
