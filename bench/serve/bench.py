@@ -18,6 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402
 
 
+MODEL_GFLOP = 28.0
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,12 +36,29 @@ def stop(proc):
         proc.wait()
 
 
-def measure(name, cmd, cold_url, url_of, body, log, requests, seconds):
+def compute_totals(metrics_url):
+    """(sum of seconds, runs) of wms-serve's `wms_inference_compute_seconds` histogram."""
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    total, runs = 0.0, 0
+    for line in text.splitlines():
+        if line.startswith("wms_inference_compute_seconds_sum"):
+            total += float(line.split()[-1])
+        elif line.startswith("wms_inference_compute_seconds_count"):
+            runs += int(float(line.split()[-1]))
+    return total, runs
+
+
+def measure(name, cmd, cold_url, url_of, body, log, requests, seconds, metrics_url=None):
     print(f"== {name}", flush=True)
     proc, cold = load.coldstart(cold_url, body, cmd, log)
     try:
         url = url_of()
+        before = compute_totals(metrics_url) if metrics_url else None
         lat = load.latency(url, body, requests)
+        if metrics_url:
+            # Every single-client request is a batch of one on the all-threads session.
+            after = compute_totals(metrics_url)
+            lat["model_compute_ms"] = 1e3 * (after[0] - before[0]) / max(1, after[1] - before[1])
         thr = load.throughput(url, body, 8, seconds)
     finally:
         stop(proc)
@@ -76,7 +96,8 @@ def main():
 
     with open(os.path.join(a.out, "wms-serve.log"), "w") as log:
         ours = measure("wms-serve (ONNX Runtime)", wms_cmd, f"http://127.0.0.1:{pi}/predict",
-                       wms_url, body, log, a.requests, a.seconds)
+                       wms_url, body, log, a.requests, a.seconds,
+                       metrics_url=f"http://127.0.0.1:{px}/metrics")
 
     pr = free_port()
     ref_cmd = [a.ref_python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_server.py"),
@@ -88,7 +109,16 @@ def main():
     with open(os.path.join(a.out, "reference.log")) as f:
         ref_kind = next((l.strip() for l in f if l.startswith("reference:")), "reference: ?")
 
-    result = {"wms_serve": ours, "reference": theirs, "reference_kind": ref_kind,
+    # The compute floor: the model's 28.0 GFLOPs (DESIGN §5, 512x512, b=16) at the machine's
+    # measured SGEMM rate, with as many threads as wms-serve uses (all cores).
+    threads = os.cpu_count()
+    sgemm = json.loads(subprocess.run([a.ref_python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sgemm.py"),
+                                       str(threads)], check=True, capture_output=True, text=True).stdout)
+    floor_ms = MODEL_GFLOP / sgemm["gflop_per_s"] * 1e3
+    print(f"SGEMM: {sgemm['gflop_per_s']:.1f} GFLOP/s ({threads} threads, n={sgemm['n']}) -> floor "
+          f"{floor_ms:.1f} ms for {MODEL_GFLOP} GFLOPs", flush=True)
+
+    result = {"wms_serve": ours, "sgemm": sgemm, "compute_floor_ms": floor_ms, "reference": theirs, "reference_kind": ref_kind,
               "photo": "640x480 JPEG", "cpus": os.cpu_count(),
               "wms_serve_batching": {"batch_size": a.batch_size, "max_batch_delay_ms": a.max_batch_delay}}
     with open(os.path.join(a.out, "serve.json"), "w") as f:
@@ -103,6 +133,9 @@ def main():
             ("cold start (s)", o["cold_start_s"], t["cold_start_s"])]
     for label, x, y in rows:
         print(f"{label:28}{x:12.2f}{y:12.2f}{x / y:8.2f}x")
+    compute = o["latency"]["model_compute_ms"]
+    print(f"model compute, 512x512, 1 image: {compute:.1f} ms vs SGEMM floor {floor_ms:.1f} ms "
+          f"= {compute / floor_ms:.2f}x (goal <= 1.3x)")
     print(f"errors: wms-serve {o['latency']['errors'] + o['throughput']['errors']}, "
           f"reference {t['latency']['errors'] + t['throughput']['errors']}; {ref_kind}")
 

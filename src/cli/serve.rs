@@ -33,6 +33,13 @@ pub struct ServeArgs {
     /// Milliseconds to wait for a batch to fill (config key max_batch_delay).
     #[arg(long, value_name = "MS")]
     pub max_batch_delay: Option<u64>,
+    /// Batches that may run at once when requests queue up (config key
+    /// default_workers_per_model; default: one per thread).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// ONNX Runtime threads in all (config key number_of_threads; default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Resolves settings, loads ONNX Runtime and serves until SIGTERM/Ctrl-C.

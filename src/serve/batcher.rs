@@ -101,9 +101,13 @@ async fn run(
     metrics: Arc<Metrics>,
     labels: ModelLabels,
 ) {
-    // One permit per session: a batch is formed only when a worker can run it at once, so
-    // requests arriving meanwhile wait in the queue and join the next batch.
-    let workers = Arc::new(Semaphore::new(engine.workers()));
+    // One permit per worker: a batch is formed only when a worker can run it at once, so
+    // requests arriving meanwhile wait in the queue and join the next batch. A batch that
+    // leaves the queue empty while every worker is idle takes all permits and runs on the
+    // session that uses every thread (a lone request's lowest latency); otherwise it runs on a
+    // lane of its own, next to the others (throughput under load).
+    let worker_count = engine.workers();
+    let workers = Arc::new(Semaphore::new(worker_count));
     let batch_size = config.batch_size.max(1);
     loop {
         let Ok(permit) = workers.clone().acquire_owned().await else {
@@ -145,11 +149,25 @@ async fn run(
             .batch_size
             .get_or_create(&labels)
             .observe(jobs.len() as f64);
+        let wide = if worker_count > 1 && rx.is_empty() {
+            workers
+                .clone()
+                .try_acquire_many_owned(worker_count as u32 - 1)
+                .ok()
+        } else {
+            None
+        };
         let engine = engine.clone();
+        let compute = metrics.compute_seconds.get_or_create(&labels).clone();
         tokio::task::spawn_blocking(move || {
             let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.as_slice()).collect();
-            let result = engine.run(&inputs);
-            drop(permit);
+            let started = Instant::now();
+            let result = match wide {
+                Some(_) => engine.run(&inputs),
+                None => engine.run_lane(&inputs),
+            };
+            compute.observe(started.elapsed().as_secs_f64());
+            drop((permit, wide));
             match result {
                 Ok(outputs) => {
                     for (job, logits) in jobs.into_iter().zip(outputs) {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -51,68 +51,118 @@ pub enum EngineError {
     Run { message: String },
 }
 
-/// ONNX Runtime sessions for one model (one per worker; `Session::run` needs `&mut`).
+/// ONNX Runtime sessions for one model (`Session::run` needs `&mut`, so one run per session).
+///
+/// Two shapes of work share the cores. A lone request is fastest on one session that splits
+/// each operator over every thread (`wide`). Under load, that split costs: a thread preempted
+/// by request decoding stalls its partner at every operator's barrier. So when requests queue
+/// up, batches go to `workers` independent sessions ("lanes") of `threads / workers` threads,
+/// which never wait for each other. The batcher picks (see [`super::batcher`]).
 pub struct Engine {
     info: ModelInfo,
-    sessions: Vec<Mutex<Session>>,
+    threads: usize,
+    workers: usize,
+    /// All `threads` intra-op threads.
+    wide: Mutex<Session>,
+    /// Created on first use (a cold start never pays for them); with one worker the wide
+    /// session is the only lane.
+    lanes: OnceLock<Result<Vec<Mutex<Session>>, String>>,
+    bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("info", &self.info)
-            .field("sessions", &self.sessions.len())
+            .field("threads", &self.threads)
+            .field("workers", &self.workers)
             .finish()
     }
 }
 
+/// The session options every session of the server uses.
+fn session(bytes: &[u8], intra_threads: usize) -> Result<Session, String> {
+    let env = ort_runtime::environment().map_err(|e| e.to_string())?;
+    let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
+    Session::builder(env)
+        .map_err(|e| e.to_string())?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(text)?
+        .with_intra_threads(intra_threads)
+        .map_err(text)?
+        .with_inter_threads(1)
+        .map_err(text)?
+        .commit_from_memory(bytes)
+        .map_err(|e| e.to_string())
+}
+
 impl Engine {
-    /// Loads `path` into `workers` sessions sharing `threads` intra-op threads between them.
+    /// Loads `path` for `workers` concurrent batches over `threads` intra-op threads.
     pub fn load(
         path: &Path,
         name: Option<&str>,
         workers: usize,
         threads: usize,
     ) -> Result<Self, EngineError> {
-        let env = ort_runtime::environment()?;
+        ort_runtime::environment()?;
         let load_err = |message: String| EngineError::Load {
             path: path.to_path_buf(),
             message,
         };
         let bytes = fs_err::read(path).map_err(|e| load_err(e.to_string()))?;
-        let workers = workers.max(1);
-        let per_session = (threads / workers).max(1);
-        let mut sessions = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let session = Session::builder(env)
-                .map_err(|e| load_err(e.to_string()))?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .map_err(|e| load_err(e.to_string()))?
-                .with_intra_threads(per_session)
-                .map_err(|e| load_err(e.to_string()))?
-                .with_inter_threads(1)
-                .map_err(|e| load_err(e.to_string()))?
-                .commit_from_memory(&bytes)
-                .map_err(|e| load_err(e.to_string()))?;
-            sessions.push(Mutex::new(session));
-        }
-        let metadata = read_metadata(&sessions[0]).map_err(load_err)?;
+        let threads = threads.max(1);
+        let workers = workers.clamp(1, threads);
+        let wide = Mutex::new(session(&bytes, threads).map_err(load_err)?);
+        let metadata = read_metadata(&wide).map_err(load_err)?;
         let info = model_info(path, name, metadata)?;
-        Ok(Engine { info, sessions })
+        Ok(Engine {
+            info,
+            threads,
+            workers,
+            wide,
+            lanes: OnceLock::new(),
+            bytes,
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
 
+    /// How many batches may run at once.
     pub fn workers(&self) -> usize {
-        self.sessions.len()
+        self.workers
     }
 
-    /// One forward pass over preprocessed CHW inputs (each `3·H·W` at the model's input size);
-    /// returns each input's logits `[H·W]`.
+    /// One forward pass over preprocessed CHW inputs (each `3·H·W` at the model's input size)
+    /// on the session that uses every thread; returns each input's logits `[H·W]`.
     pub fn run(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let mut session = self.free_session();
+        self.run_on(&mut lock(&self.wide), inputs)
+    }
+
+    /// The same forward pass on a free lane (`threads / workers` threads), for batches that
+    /// run next to others. The first call creates the lanes.
+    pub fn run_lane(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        if self.workers == 1 {
+            return self.run(inputs);
+        }
+        let lanes = self
+            .lanes
+            .get_or_init(|| {
+                let per_lane = (self.threads / self.workers).max(1);
+                (0..self.workers)
+                    .map(|_| session(&self.bytes, per_lane).map(Mutex::new))
+                    .collect()
+            })
+            .as_ref()
+            .map_err(|message| EngineError::Run {
+                message: format!("cannot create a worker session: {message}"),
+            })?;
+        // Callers never run more lane batches than lanes, so one is free; `lock` is a fallback.
+        let mut session = lanes
+            .iter()
+            .find_map(|s| s.try_lock().ok())
+            .unwrap_or_else(|| lock(&lanes[0]));
         self.run_on(&mut session, inputs)
     }
 
@@ -122,7 +172,17 @@ impl Engine {
         inputs: &[&[f32]],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let (w, h) = self.info.input_size();
-        let plane = w as usize * h as usize;
+        self.run_sized(session, inputs, w as usize, h as usize)
+    }
+
+    fn run_sized(
+        &self,
+        session: &mut Session,
+        inputs: &[&[f32]],
+        w: usize,
+        h: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let plane = w * h;
         let n = inputs.len();
         let run_err = |message: String| EngineError::Run { message };
         if let Some(bad) = inputs.iter().find(|i| i.len() != 3 * plane) {
@@ -136,8 +196,8 @@ impl Engine {
             batch.extend_from_slice(i);
         }
         // [N, 3, H, W]
-        let tensor = Tensor::from_array(([n, 3, h as usize, w as usize], batch))
-            .map_err(|e| run_err(e.to_string()))?;
+        let tensor =
+            Tensor::from_array(([n, 3, h, w], batch)).map_err(|e| run_err(e.to_string()))?;
         let outputs = session
             .run(ort::inputs!["input" => tensor])
             .map_err(|e| run_err(e.to_string()))?;
@@ -153,26 +213,21 @@ impl Engine {
         Ok(logits.chunks_exact(plane).map(<[f32]>::to_vec).collect())
     }
 
-    /// A session nobody holds, else the first (callers never run more batches than workers).
-    fn free_session(&self) -> std::sync::MutexGuard<'_, Session> {
-        for s in &self.sessions {
-            if let Ok(guard) = s.try_lock() {
-                return guard;
-            }
-        }
-        lock(&self.sessions[0])
-    }
-
-    /// Runs a zero input through every session, so the first request pays no lazy init.
+    /// Runs a small zero input through the wide session, so the first request pays no lazy
+    /// initialisation. Small because what is lazy (kernel selection, weight prepacking, thread
+    /// pool start) does not depend on the image size: a first 512×512 run after a 32×32
+    /// warm-up is as fast as the second, and a full-size warm-up would cost a whole forward
+    /// pass of cold start.
     pub fn warm_up(&self) -> Result<(), EngineError> {
-        let (w, h) = self.info.input_size();
-        let zeros = vec![0.0f32; 3 * w as usize * h as usize];
-        for s in &self.sessions {
-            self.run_on(&mut lock(s), &[&zeros])?;
-        }
+        let side = WARM_UP_SIDE;
+        let zeros = vec![0.0f32; 3 * side * side];
+        self.run_sized(&mut lock(&self.wide), &[&zeros], side, side)?;
         Ok(())
     }
 }
+
+/// Warm-up input side: halves evenly through up to five 2×2 poolings (upstream has four).
+const WARM_UP_SIDE: usize = 32;
 
 /// A poisoned session lock only means another run panicked; the session itself is fine.
 fn lock(s: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
@@ -231,6 +286,15 @@ fn model_info(
         })?;
         preprocessing.input_width = w;
         preprocessing.input_height = h;
+    }
+    let (w, h) = (preprocessing.input_width, preprocessing.input_height);
+    if w == 0 || h == 0 || w % 16 != 0 || h % 16 != 0 {
+        return Err(meta_err(
+            meta_keys::INPUT_SIZE,
+            format!(
+                "{w}x{h}: width and height must be positive multiples of 16 (the U-Net pools four times); hint: re-export from a checkpoint trained at such a size"
+            ),
+        ));
     }
     Ok(ModelInfo {
         name,

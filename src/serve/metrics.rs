@@ -37,6 +37,7 @@ pub struct Metrics {
     pub inference_total: Family<StatusLabels, Counter>,
     pub latency_seconds: HistogramFamily<ModelLabels>,
     pub queue_seconds: HistogramFamily<ModelLabels>,
+    pub compute_seconds: HistogramFamily<ModelLabels>,
     pub batch_size: HistogramFamily<ModelLabels>,
     pub model_loaded: Family<ModelLabels, Gauge>,
     pub inflight: Gauge,
@@ -71,6 +72,8 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let queue_seconds: HistogramFamily<ModelLabels> =
             Family::new_with_constructor(latency_histogram);
+        let compute_seconds: HistogramFamily<ModelLabels> =
+            Family::new_with_constructor(latency_histogram);
         let batch_size: HistogramFamily<ModelLabels> =
             Family::new_with_constructor(batch_histogram);
         let model_loaded = Family::<ModelLabels, Gauge>::default();
@@ -92,6 +95,11 @@ impl Metrics {
             queue_seconds.clone(),
         );
         registry.register(
+            "wms_inference_compute_seconds",
+            "ONNX Runtime time of one batch's forward pass",
+            compute_seconds.clone(),
+        );
+        registry.register(
             "wms_inference_batch_size",
             "Requests per ONNX Runtime run",
             batch_size.clone(),
@@ -111,6 +119,7 @@ impl Metrics {
             inference_total,
             latency_seconds,
             queue_seconds,
+            compute_seconds,
             batch_size,
             model_loaded,
             inflight,

@@ -44,7 +44,9 @@ pub struct ServeSettings {
     pub batch_size: usize,
     /// How long the batcher waits to fill a batch (TorchServe `max_batch_delay`, ms, default 100).
     pub max_batch_delay: Duration,
-    /// ONNX Runtime sessions per model; intra-op threads are split between them.
+    /// Batches of one model that may run at once when requests queue up, each on its own
+    /// session with `threads / workers` intra-op threads (default and maximum: `threads`). A
+    /// lone request runs on one session with all `threads`.
     pub workers: usize,
     pub max_request_size: usize,
     pub max_image_pixels: u64,
@@ -130,7 +132,8 @@ const KEYS: &[Key] = &[
     Key {
         name: "default_workers_per_model",
         env: env_vars::WMS_SERVE_WORKERS,
-        default: Some("1"),
+        // One per intra-op thread (see `ServeSettings::workers`).
+        default: None,
     },
     Key {
         name: "max_request_size",
@@ -200,6 +203,8 @@ impl ServeSettings {
             metrics_address,
             batch_size,
             max_batch_delay,
+            workers,
+            threads,
         } = args;
         let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
 
@@ -250,7 +255,7 @@ impl ServeSettings {
                 );
             }
         }
-        let flags: [(&'static str, &str, Option<String>); 5] = [
+        let flags: [(&'static str, &str, Option<String>); 7] = [
             (
                 "inference_address",
                 "--inference-address",
@@ -275,6 +280,16 @@ impl ServeSettings {
                 "max_batch_delay",
                 "--max-batch-delay",
                 max_batch_delay.map(|v| v.to_string()),
+            ),
+            (
+                "default_workers_per_model",
+                "--workers",
+                workers.map(|v| v.to_string()),
+            ),
+            (
+                "number_of_threads",
+                "--threads",
+                threads.map(|v| v.to_string()),
             ),
         ];
         for (key, flag, value) in flags {
@@ -323,6 +338,20 @@ impl ServeSettings {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
 
+        let workers = match get("default_workers_per_model") {
+            Some(r) => match r.value.trim().parse::<usize>() {
+                Ok(v) if v > 0 => v.min(threads),
+                _ => {
+                    return Err(invalid(
+                        &r,
+                        "default_workers_per_model",
+                        "expected a positive integer".into(),
+                    ));
+                }
+            },
+            None => threads,
+        };
+
         let models = resolve_models(
             model
                 .clone()
@@ -339,7 +368,7 @@ impl ServeSettings {
             models,
             batch_size: positive("batch_size")? as usize,
             max_batch_delay: Duration::from_millis(non_negative("max_batch_delay")?),
-            workers: positive("default_workers_per_model")? as usize,
+            workers,
             max_request_size: positive("max_request_size")? as usize,
             max_image_pixels: positive("max_image_pixels")?,
             job_queue_size: positive("job_queue_size")? as usize,

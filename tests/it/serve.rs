@@ -452,6 +452,7 @@ async fn management_and_metrics_apis_have_torchserve_shapes() {
         r#"wms_inference_total{model="meters",version="2.1",status="200"} 1"#,
         "wms_inference_latency_seconds_bucket{",
         "wms_inference_queue_seconds_count{",
+        "wms_inference_compute_seconds_count{",
         "wms_inference_batch_size_count{",
         r#"wms_model_loaded{model="meters",version="2.1"} 1"#,
         "wms_inflight_requests 0",
@@ -463,6 +464,7 @@ async fn management_and_metrics_apis_have_torchserve_shapes() {
 /// The real binary on loopback ports of its choosing; killed on drop.
 struct Server {
     child: Child,
+    model: PathBuf,
     inference: String,
     management: String,
     metrics: String,
@@ -504,6 +506,7 @@ impl Server {
         let metrics = addr("metrics_address");
         Server {
             child,
+            model,
             inference,
             management,
             metrics,
@@ -579,7 +582,18 @@ fn batch_histogram(text: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_clients_are_batched_without_errors() {
-    let server = Server::start(&["--batch-size", "8", "--max-batch-delay", "50"]);
+    // Two workers: batches that queue up run side by side on single-thread sessions, a lone
+    // one on the two-thread session; every mask must still be the library's.
+    let server = Server::start(&[
+        "--batch-size",
+        "8",
+        "--max-batch-delay",
+        "50",
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+    ]);
     let client = client();
     server.wait_healthy(&client).await;
     let photo = Arc::new(jpeg(320, 240));
@@ -591,13 +605,13 @@ async fn sixteen_concurrent_clients_are_batched_without_errors() {
             format!("{}/predictions/meters", server.inference),
         );
         tasks.spawn(async move {
-            let mut statuses = Vec::new();
+            let mut replies = Vec::new();
             for _ in 0..4 {
                 let r = client.post(&url).body(photo.to_vec()).send().await.unwrap();
-                statuses.push(r.status().as_u16());
-                let _ = r.bytes().await;
+                let status = r.status().as_u16();
+                replies.push((status, r.bytes().await.unwrap().to_vec()));
             }
-            statuses
+            replies
         });
     }
     let mut all = Vec::new();
@@ -605,7 +619,16 @@ async fn sixteen_concurrent_clients_are_batched_without_errors() {
         all.extend(r.unwrap());
     }
     assert_eq!(all.len(), 64);
-    assert!(all.iter().all(|&s| s == 200), "statuses: {all:?}");
+    let statuses: Vec<u16> = all.iter().map(|(s, _)| *s).collect();
+    assert!(statuses.iter().all(|&s| s == 200), "statuses: {statuses:?}");
+    let want = in_process_mask(&server.model, &photo);
+    for (_, png) in &all {
+        let got = image::load_from_memory(png).unwrap().to_luma8();
+        assert!(
+            got == want,
+            "a mask served under load differs from the library's"
+        );
+    }
     let text = client
         .get(format!("{}/metrics", server.metrics))
         .send()
@@ -901,4 +924,65 @@ async fn web_page_uploads_a_photo_and_renders_the_overlay_in_chromium() {
         fs_err::write(out, &png).unwrap();
     }
     assert!(image::load_from_memory(&png).is_ok());
+}
+
+/// The TorchServe handler (`torchserve/handler.py`) through the entry point TorchServe calls,
+/// `handle(data, context)`, decoding with Pillow as it does under TorchServe: for a PNG photo
+/// (lossless, so Pillow and our decoder see the same pixels) its mask at the photo's size equals
+/// the library's pixel for pixel, and `Accept: application/json` gets `wms-serve`'s JSON shape.
+#[test]
+fn torchserve_handler_decodes_with_pillow_and_gives_the_library_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let photo_png = encode(&photo(300, 220), ImageFormat::Png);
+    let photo_path = dir.path().join("photo.png");
+    fs_err::write(&photo_path, &photo_png).unwrap();
+    let script = r#"
+import base64, json, sys, types
+handler_dir, model_path, photo_path, out_png = sys.argv[1:5]
+sys.path.insert(0, handler_dir)
+import handler
+import os
+accepts = ["image/png", "application/json"]
+ctx = types.SimpleNamespace(
+    system_properties={"model_dir": os.path.dirname(model_path)},
+    manifest={"model": {"serializedFile": os.path.basename(model_path)}},
+    get_request_header=lambda i, name: accepts[i] if name == "Accept" else None,
+)
+body = open(photo_path, "rb").read()
+png, js = handler.handle([{"body": body}, {"data": bytearray(body)}], ctx)
+open(out_png, "wb").write(png)
+assert base64.b64decode(js["mask_base64"]) == png
+print(json.dumps(js["metadata"]))
+"#;
+    let out_png = dir.path().join("mask.png");
+    let torchserve = Path::new(env!("CARGO_MANIFEST_DIR")).join("torchserve");
+    let out = std::process::Command::new(crate::util::python())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg("-c")
+        .arg(script)
+        .args([&torchserve, &model, &photo_path, &out_png])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(meta["model_version"], "2.1");
+    let got = image::load_from_memory(&fs_err::read(&out_png).unwrap())
+        .unwrap()
+        .to_luma8();
+    assert_eq!(got.dimensions(), (300, 220));
+    let want =
+        wms::data::preprocess::resize_nearest_gray(&in_process_mask(&model, &photo_png), 300, 220);
+    let differing = got
+        .pixels()
+        .zip(want.pixels())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 0, "handler and library masks differ");
+    let coverage = meta["coverage"].as_f64().unwrap();
+    assert!(coverage > 0.05 && coverage < 0.95, "coverage {coverage}");
 }

@@ -8,17 +8,15 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::util;
 
-/// A started server: its base URL (`http://127.0.0.1:PORT`) and data directory.
+/// A started server: its base URL (`http://127.0.0.1:PORT`).
 pub struct Server {
     pub url: String,
-    pub dir: PathBuf,
     /// Held for the life of the process; dropping it (process exit) stops the server.
     _stdin: Mutex<ChildStdin>,
 }
@@ -86,7 +84,11 @@ pub fn moto() -> &'static Server {
     })
 }
 
-fn start(name: &str, ready_path: &str, argv: impl Fn(u16, &std::path::Path) -> Vec<String>) -> Server {
+fn start(
+    name: &str,
+    ready_path: &str,
+    argv: impl Fn(u16, &std::path::Path) -> Vec<String>,
+) -> Server {
     let dir = tempfile::Builder::new()
         .prefix(&format!("wms-test-{name}-"))
         .tempdir()
@@ -111,16 +113,21 @@ fn start(name: &str, ready_path: &str, argv: impl Fn(u16, &std::path::Path) -> V
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} test server exited early ({status}); log: {}", log_of(&dir));
+            panic!(
+                "{name} test server exited early ({status}); log: {}",
+                log_of(&dir)
+            );
         }
         if Instant::now() > deadline {
-            panic!("{name} test server not ready on {url} after 90 s; log: {}", log_of(&dir));
+            panic!(
+                "{name} test server not ready on {url} after 90 s; log: {}",
+                log_of(&dir)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     Server {
         url,
-        dir,
         _stdin: Mutex::new(stdin),
     }
 }
@@ -144,7 +151,12 @@ fn http_get_ok(port: u16, path: &str) -> bool {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").is_err() {
+    if write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];
@@ -158,5 +170,8 @@ fn mlflow_and_moto_test_servers_answer_on_loopback() {
 }
 
 fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in url")
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in url")
 }
