@@ -88,6 +88,7 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
             size: Some(total),
             nfiles: Some(entries.len() as u64),
             hash: Some("md5".into()),
+            cache: None,
         };
         (out, entries.len())
     } else {
@@ -104,6 +105,7 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
             size: Some(size),
             nfiles: None,
             hash: Some("md5".into()),
+            cache: None,
         };
         (out, 1)
     };

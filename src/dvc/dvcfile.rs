@@ -25,6 +25,9 @@ pub struct Out {
     /// `md5` for DVC 3.x entries; absent for 2.x legacy ones.
     #[serde(default)]
     pub hash: Option<String>,
+    /// `cache: false` outputs (metrics, plots) live in git, never in the cache or remote.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 impl Out {
@@ -53,6 +56,7 @@ struct RawOut {
     size: Option<u64>,
     nfiles: Option<u64>,
     hash: Option<String>,
+    cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +103,7 @@ pub fn parse_outs(file: &str, text: &str) -> Result<Vec<RecordedOut>, String> {
                 size: raw.size,
                 nfiles: raw.nfiles,
                 hash: raw.hash,
+                cache: raw.cache,
             },
         });
         Ok(())
@@ -153,6 +158,9 @@ pub fn render_dvc_file(out: &Out) -> String {
         line("hash", yaml_scalar(h));
     }
     line("path", yaml_scalar(&out.path));
+    if out.cache == Some(false) {
+        line("cache", "false".into());
+    }
     s
 }
 
@@ -247,6 +255,7 @@ mod tests {
             size: Some(17),
             nfiles: Some(3),
             hash: Some("md5".into()),
+            cache: None,
         };
         let text = render_dvc_file(&out);
         assert_eq!(

@@ -229,6 +229,10 @@ impl Repo {
                 })?;
             let dir = metafile.parent().unwrap_or(&self.root).to_path_buf();
             for r in recorded {
+                if r.out.cache == Some(false) {
+                    // Kept in git, not in the cache or the remote.
+                    continue;
+                }
                 let Some(md5) = r.out.md5.as_deref() else {
                     // Not yet computed (e.g. a stage never run): nothing to sync.
                     continue;
@@ -283,13 +287,19 @@ mod tests {
             "outs:\n- md5: d23608bc013c1f42db5f0e4a34bbb6ea.dir\n  size: 17\n  nfiles: 3\n  hash: md5\n  path: images\n",
         )
         .unwrap();
+        // `cache: false` outputs live in git: nothing to sync.
+        fs_err::write(
+            root.join("dvc.lock"),
+            "schema: '2.0'\nstages:\n  train:\n    cmd: wms-train train\n    outs:\n    - path: metrics.json\n      hash: md5\n      md5: 11112222333344445555666677778888\n      size: 10\n      cache: false\n",
+        )
+        .unwrap();
         // Inside a tracked directory: not a metafile of the repo.
         fs_err::write(root.join("data/images/deep/x.dvc"), "outs: []\n").unwrap();
         let repo = Repo::discover(&root.join("data")).unwrap();
         assert_eq!(repo.root, root);
         assert_eq!(
             repo.metafiles().unwrap(),
-            vec![root.join("data/images.dvc")]
+            vec![root.join("data/images.dvc"), root.join("dvc.lock")]
         );
         let t = repo.tracked(&[]).unwrap();
         assert_eq!(t.len(), 1);
