@@ -35,7 +35,12 @@ fn main() -> std::process::ExitCode {
     wms::train::ensure_passive_openmp();
     let cli = Cli::parse();
     wms::logging::init(cli.log_format);
-    wms::exit::finish(run(cli.command))
+    let code = wms::exit::finish(run(cli.command));
+    // Stopped by a signal (a tracked run): exit as the default handler would have.
+    match wms::train::stop::requested() {
+        Some(signal) => std::process::ExitCode::from((128 + signal) as u8),
+        None => code,
+    }
 }
 
 fn run(command: Command) -> anyhow::Result<()> {

@@ -1,17 +1,380 @@
-//! `wms gate` and `wms promote` (work in progress, issue #6).
+//! `wms gate` and `wms promote`: flags, else the action's `INPUT_*`, resolved into settings; the
+//! decision lives in [`crate::mlflow::gate`], the registry calls in [`crate::mlflow::registry`].
+//! Data (the Markdown table, the new version) goes to stdout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::exit::{GateNotMet, UsageError};
+use crate::github::actions::Actions;
+use crate::mlflow::gate::{self, Baseline, GateRules};
+use crate::mlflow::registry::{self, PRODUCTION};
+use crate::mlflow::{Client, ClientConfig};
 
 /// Compare a candidate's metrics with production's.
 #[derive(Debug, clap::Args)]
-pub struct GateArgs {}
+pub struct GateArgs {
+    /// The candidate's metrics.json (flat keys such as test_iou). Input: `candidate`.
+    #[arg(long, value_name = "FILE")]
+    pub candidate: Option<PathBuf>,
+    /// Registered model whose `production` version is the baseline; needs
+    /// MLFLOW_TRACKING_URI. Input: `model-name`.
+    #[arg(long, value_name = "NAME")]
+    pub model_name: Option<String>,
+    /// A baseline metrics.json instead of MLflow. Input: `baseline`.
+    #[arg(long, value_name = "FILE", conflicts_with = "model_name")]
+    pub baseline: Option<PathBuf>,
+    /// Alias of the baseline version [default: production]. Input: `alias`.
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// A metric that must beat the baseline (repeatable) [default: test_dice and test_iou].
+    /// Input: `improve` (comma- or newline-separated).
+    #[arg(long, value_name = "METRIC")]
+    pub improve: Vec<String>,
+    /// An absolute minimum, e.g. `--min test_iou=0.85` (repeatable). Input: `min`.
+    #[arg(long, value_name = "METRIC=VALUE")]
+    pub min: Vec<String>,
+    /// An absolute maximum, e.g. `--max test_hausdorff=12` (repeatable). Input: `max`.
+    #[arg(long, value_name = "METRIC=VALUE")]
+    pub max: Vec<String>,
+}
+
+/// Where the baseline comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaselineSource {
+    File(PathBuf),
+    Registry { model_name: String, alias: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateSettings {
+    pub candidate: PathBuf,
+    pub baseline: BaselineSource,
+    pub rules: GateRules,
+}
+
+impl GateSettings {
+    /// Flags win over action inputs (`input(name)`); list inputs are comma/newline-separated.
+    pub fn resolve(
+        args: GateArgs,
+        input: impl Fn(&str) -> Option<String>,
+    ) -> Result<GateSettings, UsageError> {
+        let GateArgs {
+            candidate,
+            model_name,
+            baseline,
+            alias,
+            improve,
+            min,
+            max,
+        } = args;
+        let candidate = candidate
+            .or_else(|| input("candidate").map(PathBuf::from))
+            .ok_or_else(|| {
+                UsageError::new(
+                    "no candidate metrics; hint: pass --candidate runs/train/metrics.json (written by wms-train train)",
+                )
+            })?;
+        let model_name = model_name.or_else(|| input("model-name"));
+        let baseline_file = baseline.or_else(|| input("baseline").map(PathBuf::from));
+        let baseline = match (baseline_file, model_name) {
+            (Some(_), Some(_)) => {
+                return Err(UsageError::new(
+                    "both a baseline file and a model name; hint: pass --baseline FILE or --model-name NAME, not both",
+                ));
+            }
+            (Some(f), None) => BaselineSource::File(f),
+            (None, Some(model_name)) => BaselineSource::Registry {
+                model_name,
+                alias: alias
+                    .or_else(|| input("alias"))
+                    .unwrap_or_else(|| PRODUCTION.into()),
+            },
+            (None, None) => {
+                return Err(UsageError::new(
+                    "nothing to compare with; hint: pass --model-name NAME (its `production` version in MLflow) or --baseline metrics.json",
+                ));
+            }
+        };
+        let list = |flags: Vec<String>, name: &str| -> Vec<String> {
+            if flags.is_empty() {
+                input(name)
+                    .map(|v| {
+                        v.split([',', '\n'])
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                flags
+            }
+        };
+        let thresholds = |items: Vec<String>, flag: &str| {
+            items
+                .iter()
+                .map(|t| {
+                    gate::parse_threshold(t).map_err(|e| UsageError::new(format!("--{flag} {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let improve = list(improve, "improve");
+        let rules = GateRules {
+            improve: if improve.is_empty() {
+                GateRules::default().improve
+            } else {
+                improve
+            },
+            min: thresholds(list(min, "min"), "min")?,
+            max: thresholds(list(max, "max"), "max")?,
+        };
+        Ok(GateSettings {
+            candidate,
+            baseline,
+            rules,
+        })
+    }
+}
+
+pub fn run_gate(args: GateArgs) -> anyhow::Result<()> {
+    let actions = Actions::from_env();
+    let settings = GateSettings::resolve(args, |name| actions.input(name))?;
+    let candidate = read_metrics(&settings.candidate)?;
+    let baseline = match &settings.baseline {
+        BaselineSource::File(path) => Some(Baseline {
+            label: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+            metrics: read_metrics(path)?,
+        }),
+        BaselineSource::Registry { model_name, alias } => {
+            let client = client_from_env("--model-name")?;
+            registry::alias_metrics(&client, model_name, alias)
+                .with_context(|| format!("reading the metrics of {model_name}@{alias}"))?
+                .map(|found| Baseline {
+                    label: format!("{alias} (v{})", found.version.version),
+                    metrics: found.metrics,
+                })
+        }
+    };
+    let decision = gate::decide(&candidate, baseline.as_ref(), &settings.rules);
+    let table = gate::markdown(&decision);
+    print!("{table}");
+    actions.set_output("improved", if decision.passed { "true" } else { "false" })?;
+    actions.set_output("table", &table)?;
+    actions.append_summary(&table)?;
+    if !decision.passed {
+        return Err(GateNotMet {
+            reason: decision.failure_reason(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A flat metrics.json: its numeric values by key (other values are ignored).
+fn read_metrics(path: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = fs_err::read_to_string(path).with_context(
+        || "reading metrics; hint: wms-train train writes metrics.json into its --out folder",
+    )?;
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON; hint: pass the metrics.json wms-train wrote",
+            path.display()
+        )
+    })?;
+    let Some(map) = value.as_object() else {
+        anyhow::bail!(
+            "{} is not a JSON object of metrics; hint: expected {{\"test_iou\": 0.9, …}}",
+            path.display()
+        );
+    };
+    Ok(map
+        .iter()
+        .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+        .collect())
+}
+
+fn client_from_env(needed_by: &str) -> anyhow::Result<Client> {
+    let cfg = ClientConfig::from_env()?.ok_or_else(|| {
+        UsageError::new(format!(
+            "{needed_by} needs an MLflow server; hint: set MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_TOKEN if it needs auth), or gate with --baseline metrics.json"
+        ))
+    })?;
+    Ok(Client::new(cfg)?)
+}
 
 /// Register a run's model as a new version and move the `production` alias to it.
 #[derive(Debug, clap::Args)]
-pub struct PromoteArgs {}
-
-pub fn run_gate(_args: GateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("wms gate is not implemented yet (issue #6)")
+pub struct PromoteArgs {
+    /// The MLflow run whose artifacts become the new version. Input: `run-id`.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Registered model name (created when missing). Input: `model-name`.
+    #[arg(long, value_name = "NAME")]
+    pub model_name: Option<String>,
+    /// Artifact folder of the run to register [default: model]. Input: `artifact-path`.
+    #[arg(long, value_name = "PATH")]
+    pub artifact_path: Option<String>,
+    /// Instead of promoting: move `production` back to `previous` (and `previous` to what was
+    /// production). Input: `rollback`.
+    #[arg(long, conflicts_with_all = ["run_id", "artifact_path"])]
+    pub rollback: bool,
 }
 
-pub fn run_promote(_args: PromoteArgs) -> anyhow::Result<()> {
-    anyhow::bail!("wms promote is not implemented yet (issue #6)")
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromoteSettings {
+    Promote {
+        run_id: String,
+        model_name: String,
+        artifact_path: String,
+    },
+    Rollback {
+        model_name: String,
+    },
+}
+
+impl PromoteSettings {
+    pub fn resolve(
+        args: PromoteArgs,
+        input: impl Fn(&str) -> Option<String>,
+    ) -> Result<PromoteSettings, UsageError> {
+        let PromoteArgs {
+            run_id,
+            model_name,
+            artifact_path,
+            rollback,
+        } = args;
+        let model_name = model_name.or_else(|| input("model-name")).ok_or_else(|| {
+            UsageError::new("no model name; hint: pass --model-name NAME (the registered model)")
+        })?;
+        let rollback = rollback || input("rollback").is_some_and(|v| v == "true");
+        if rollback {
+            return Ok(PromoteSettings::Rollback { model_name });
+        }
+        let run_id = run_id.or_else(|| input("run-id")).ok_or_else(|| {
+            UsageError::new("no run id; hint: pass --run-id ID (wms-train's output mlflow_run_id)")
+        })?;
+        let artifact_path = artifact_path
+            .or_else(|| input("artifact-path"))
+            .unwrap_or_else(|| "model".into());
+        Ok(PromoteSettings::Promote {
+            run_id,
+            model_name,
+            artifact_path,
+        })
+    }
+}
+
+pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
+    let actions = Actions::from_env();
+    let settings = PromoteSettings::resolve(args, |name| actions.input(name))?;
+    let client = client_from_env("wms promote")?;
+    match settings {
+        PromoteSettings::Promote {
+            run_id,
+            model_name,
+            artifact_path,
+        } => {
+            let p = registry::promote(&client, &model_name, &run_id, &artifact_path)
+                .with_context(|| format!("promoting run {run_id} as {model_name}"))?;
+            tracing::info!(
+                source = p.source,
+                previous = p.previous.as_deref().unwrap_or("none"),
+                "{model_name} version {} is now production",
+                p.version
+            );
+            actions.set_output("version", &p.version)?;
+            actions.set_output("previous", p.previous.as_deref().unwrap_or(""))?;
+            println!("{}", p.version);
+        }
+        PromoteSettings::Rollback { model_name } => {
+            let version = registry::rollback(&client, &model_name)
+                .with_context(|| format!("rolling back {model_name}"))?;
+            tracing::info!("{model_name} version {version} is production again");
+            actions.set_output("version", &version)?;
+            println!("{version}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> GateArgs {
+        GateArgs {
+            candidate: None,
+            model_name: None,
+            baseline: None,
+            alias: None,
+            improve: vec![],
+            min: vec![],
+            max: vec![],
+        }
+    }
+
+    #[test]
+    fn gate_settings_come_from_flags_else_inputs() {
+        let inputs = |name: &str| match name {
+            "candidate" => Some("m.json".to_string()),
+            "model-name" => Some("meters".to_string()),
+            "min" => Some("test_iou=0.85, test_dice=0.9".to_string()),
+            _ => None,
+        };
+        let s = GateSettings::resolve(args(), inputs).unwrap();
+        assert_eq!(s.candidate, PathBuf::from("m.json"));
+        assert_eq!(
+            s.baseline,
+            BaselineSource::Registry {
+                model_name: "meters".into(),
+                alias: "production".into()
+            }
+        );
+        assert_eq!(s.rules.improve, vec!["test_dice", "test_iou"]);
+        assert_eq!(
+            s.rules.min,
+            vec![("test_iou".into(), 0.85), ("test_dice".into(), 0.9)]
+        );
+        let flags = GateArgs {
+            baseline: Some("base.json".into()),
+            candidate: Some("c.json".into()),
+            improve: vec!["test_iou".into()],
+            ..args()
+        };
+        let s = GateSettings::resolve(flags, |_| None).unwrap();
+        assert_eq!(s.baseline, BaselineSource::File("base.json".into()));
+        assert_eq!(s.rules.improve, vec!["test_iou"]);
+    }
+
+    #[test]
+    fn gate_usage_errors_have_hints() {
+        let e = GateSettings::resolve(args(), |_| None).unwrap_err();
+        assert!(e.message.contains("hint:"), "{e}");
+        let e = GateSettings::resolve(
+            GateArgs {
+                candidate: Some("c.json".into()),
+                ..args()
+            },
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("--model-name"), "{e}");
+        let e = GateSettings::resolve(
+            GateArgs {
+                candidate: Some("c.json".into()),
+                baseline: Some("b.json".into()),
+                min: vec!["iou".into()],
+                ..args()
+            },
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("--min"), "{e}");
+    }
 }

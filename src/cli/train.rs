@@ -1,14 +1,19 @@
 //! `wms-train train | import | export-pth`. Flags, else the `train` action's `INPUT_*` (config,
 //! data, out, seed, device), else the config file, else upstream defaults. Results go to stdout
-//! as JSON; logs and progress to stderr.
+//! as JSON; logs and progress to stderr. With `MLFLOW_TRACKING_URI` set, `train` logs to MLflow
+//! (see [`crate::mlflow::tracker`]) and adds the outputs `mlflow_run_id`, `mlflow_run_url` and
+//! `mlflow_unlogged`.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use crate::checkpoint::PreprocessSpec;
+use crate::env_vars;
 use crate::exit::UsageError;
-use crate::github::actions::Actions;
+use crate::github::actions::{Actions, Location};
+use crate::mlflow::tracker::{self, Tracker, TrackerOptions, TrackerReport};
+use crate::mlflow::{Auth, ClientConfig, RunStatus};
 use crate::train::{self, TrainConfig, TrainError, TrainPlan, interop};
 
 /// Run folder when neither `--out`, the action input nor `output.dir` names one.
@@ -154,12 +159,66 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let actions = Actions::from_env();
     let plan = args.resolve(|name| actions.input(name))?;
-    let outcome = train::train(&plan, &actions)
-        .with_context(|| format!("training into {}", plan.out_dir.display()))?;
+    let mut tracker = start_tracking(&plan, &actions)?;
+    let result = train::train_tracked(&plan, &actions, tracker.as_mut());
+    if let Some(t) = tracker {
+        let status = match &result {
+            Ok(_) => RunStatus::Finished,
+            Err(TrainError::Stopped { .. }) => RunStatus::Killed,
+            Err(_) => RunStatus::Failed,
+        };
+        report_tracking(&actions, t.finish(status))?;
+    }
+    let outcome = result.with_context(|| format!("training into {}", plan.out_dir.display()))?;
     println!(
         "{}",
         serde_json::to_string_pretty(&outcome.metrics).expect("metrics serialize")
     );
+    Ok(())
+}
+
+/// With `MLFLOW_TRACKING_URI` set: the experiment (`MLFLOW_EXPERIMENT_NAME`, else the model's
+/// name) and a started run, which SIGINT/SIGTERM end as KILLED. Without it: `None`, and training
+/// runs exactly as it would without MLflow (signals included).
+fn start_tracking(plan: &TrainPlan, actions: &Actions) -> anyhow::Result<Option<Tracker>> {
+    let Some(cfg) = ClientConfig::from_env()? else {
+        return Ok(None);
+    };
+    if let Auth::Bearer(token)
+    | Auth::Basic {
+        password: token, ..
+    } = &cfg.auth
+    {
+        actions.add_mask(token);
+    }
+    let opts = TrackerOptions {
+        experiment: std::env::var(env_vars::MLFLOW_EXPERIMENT_NAME)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| plan.config.model.name.clone()),
+        run_name: None,
+        buffer_points: tracker::DEFAULT_BUFFER_POINTS,
+    };
+    let t = Tracker::start(&cfg, &opts, tracker::context_tags("wms-train"))
+        .with_context(|| format!("starting an MLflow run on {}", cfg.uri))?;
+    // SIGINT/SIGTERM stop training between two steps, so the run can end as KILLED.
+    train::stop::watch_signals().context("watching for SIGINT/SIGTERM")?;
+    actions.set_output("mlflow_run_id", &t.run().run_id)?;
+    actions.set_output("mlflow_run_url", &t.run_url())?;
+    Ok(Some(t))
+}
+
+/// Step output `mlflow_unlogged` (empty when everything reached the server) and a warning per
+/// thing that did not.
+fn report_tracking(actions: &Actions, report: TrackerReport) -> anyhow::Result<()> {
+    actions.set_output("mlflow_unlogged", &report.unlogged.join("\n"))?;
+    for line in &report.unlogged {
+        let message = format!("MLflow run {}: {line}", report.run_id);
+        if actions.in_actions() {
+            actions.warning(&message, &Location::default());
+        }
+        tracing::warn!("{message}");
+    }
     Ok(())
 }
 

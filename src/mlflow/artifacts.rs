@@ -95,8 +95,7 @@ impl Client {
                 let endpoint = std::env::var(env_vars::MLFLOW_S3_ENDPOINT_URL)
                     .ok()
                     .filter(|v| !v.is_empty());
-                put_s3_object(
-                    endpoint.as_deref(),
+                S3Uploader::from_env(endpoint.as_deref())?.put(
                     &bucket,
                     &join(&prefix, artifact_path),
                     bytes.to_vec(),
@@ -168,46 +167,62 @@ impl Client {
     }
 }
 
-/// Puts one object into S3 (or an S3-compatible endpoint such as moto or MinIO, addressed by
-/// path style). Credentials and region come from the AWS default chain.
-pub fn put_s3_object(
-    endpoint: Option<&str>,
-    bucket: &str,
-    key: &str,
-    bytes: Vec<u8>,
-) -> Result<(), MlflowError> {
-    let err = |cause: String, hint| MlflowError::S3 {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        cause,
-        hint,
-    };
-    // The SDK is async; a private current-thread runtime keeps the rest of the client blocking.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(e.to_string(), "the async runtime could not start"))?;
-    rt.block_on(async {
-        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+/// Puts objects into S3 (or an S3-compatible endpoint such as moto or MinIO, addressed by path
+/// style). The SDK is async; a private current-thread runtime keeps this API blocking, and the
+/// client's connection pool lives and dies with that runtime.
+pub struct S3Uploader {
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+}
+
+impl S3Uploader {
+    /// Credentials and region from the AWS default chain; `endpoint` overrides the service URL.
+    pub fn from_env(endpoint: Option<&str>) -> Result<S3Uploader, MlflowError> {
+        let rt = runtime()?;
+        let shared = rt.block_on(aws_config::load_defaults(
+            aws_config::BehaviorVersion::latest(),
+        ));
         let mut conf = aws_sdk_s3::config::Builder::from(&shared);
         if let Some(url) = endpoint {
             conf = conf.endpoint_url(url).force_path_style(true);
         }
         let s3 = aws_sdk_s3::Client::from_conf(conf.build());
-        s3.put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
-            .send()
-            .await
+        Ok(S3Uploader { rt, s3 })
+    }
+
+    /// With a client the caller configured (tests, explicit credentials).
+    pub fn with_client(s3: aws_sdk_s3::Client) -> Result<S3Uploader, MlflowError> {
+        Ok(S3Uploader { rt: runtime()?, s3 })
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), MlflowError> {
+        self.rt
+            .block_on(
+                self.s3
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+                    .send(),
+            )
             .map(|_| ())
-            .map_err(|e| {
-                err(
-                    chain(&e),
-                    "check the AWS credentials (AWS_* or `wms aws` OIDC), the bucket's region and MLFLOW_S3_ENDPOINT_URL",
-                )
+            .map_err(|e| MlflowError::S3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                cause: chain(&e),
+                hint: "check the AWS credentials (AWS_* or `wms aws` OIDC), the bucket and its region, and MLFLOW_S3_ENDPOINT_URL",
             })
-    })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, MlflowError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| MlflowError::Io {
+            path: "(tokio runtime for S3)".into(),
+            cause: e,
+        })
 }
 
 fn join(a: &str, b: &str) -> String {

@@ -45,13 +45,6 @@ pub struct TrackerOptions {
     pub buffer_points: usize,
 }
 
-/// The started run's identity, enough to change its status from another thread.
-#[derive(Debug, Clone)]
-pub struct RunHandle {
-    pub client: Client,
-    pub run_id: String,
-}
-
 /// What a finished tracker reports for the step outputs and the log.
 #[derive(Debug, Clone, Default)]
 pub struct TrackerReport {
@@ -126,16 +119,6 @@ impl Tracker {
             self.run.experiment_id,
             self.run.run_id
         )
-    }
-
-    pub fn handle(&self) -> RunHandle {
-        RunHandle {
-            client: self.quick.with_retry(RetryPolicy {
-                max_attempts: 2,
-                ..RetryPolicy::default()
-            }),
-            run_id: self.run.run_id.clone(),
-        }
     }
 
     /// Metric points, params and tags waiting for the server.
@@ -284,66 +267,6 @@ impl Tracker {
         }
     }
 }
-
-impl RunHandle {
-    pub fn set_status(&self, status: RunStatus) -> Result<(), MlflowError> {
-        self.client.set_run_status(&self.run_id, status)
-    }
-}
-
-/// On SIGINT or SIGTERM: marks the run KILLED, then exits with 130 / 143 as the default
-/// handlers would. Only installed while a run is tracked, so untracked training keeps the
-/// default signal behaviour. The flag-free design (act in the watcher thread) means a long
-/// epoch does not delay the status change.
-#[cfg(unix)]
-pub fn kill_run_on_signal(handle: RunHandle) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::warn!("MLflow: no signal watcher ({e}); a killed run stays RUNNING");
-            return;
-        }
-    };
-    // Register before returning, so a signal right after start is already ours.
-    let streams = rt.block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        ))
-    });
-    let (mut int, mut term) = match streams {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("MLflow: no signal watcher ({e}); a killed run stays RUNNING");
-            return;
-        }
-    };
-    std::thread::spawn(move || {
-        let code = rt.block_on(async {
-            tokio::select! {
-                _ = int.recv() => 130,
-                _ = term.recv() => 143,
-            }
-        });
-        drop(rt);
-        let name = if code == 130 { "SIGINT" } else { "SIGTERM" };
-        match handle.set_status(RunStatus::Killed) {
-            Ok(()) => eprintln!("{name}: MLflow run {} marked KILLED", handle.run_id),
-            Err(e) => eprintln!(
-                "{name}: could not mark MLflow run {} KILLED: {e}",
-                handle.run_id
-            ),
-        }
-        std::process::exit(code);
-    });
-}
-
-#[cfg(not(unix))]
-pub fn kill_run_on_signal(_handle: RunHandle) {}
 
 /// Run tags known before training starts: source, branch and the GitHub run URL (in Actions).
 pub fn context_tags(source_name: &str) -> Vec<Tag> {

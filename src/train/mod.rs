@@ -14,11 +14,12 @@ pub mod config;
 pub mod interop;
 pub mod report;
 pub mod state;
+pub mod stop;
 pub mod trainer;
 pub mod unet;
 
 pub use config::TrainConfig;
-pub use trainer::{TrainOutcome, TrainPlan, train};
+pub use trainer::{TrainOutcome, TrainPlan, train, train_tracked};
 pub use unet::UNet;
 
 /// Everything training can fail with; each names the file, key or tensor involved.
@@ -63,6 +64,11 @@ pub enum TrainError {
     Import { path: PathBuf, message: String },
     #[error("CUDA was requested but libtorch sees no CUDA device; hint: use --device cpu or auto")]
     NoCuda,
+    #[error(
+        "stopped by {}; hint: continue with --resume (the last finished epoch is saved)",
+        stop::signal_name(*signal)
+    )]
+    Stopped { signal: i32 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error(transparent)]

@@ -20,6 +20,7 @@ use crate::data::{Dataset, Loader, LoaderConfig, SampleCache, split::split_sampl
 use crate::fsutil;
 use crate::github::actions::Actions;
 use crate::metrics::{Meter, Summary};
+use crate::mlflow::tracker::{self as mlflow_tracker, Tracker};
 
 use super::TrainError;
 use super::adam::Adam;
@@ -80,8 +81,29 @@ struct Splits {
     test: Arc<SampleCache>,
 }
 
+/// Files of a run folder uploaded to MLflow, with their artifact paths: the checkpoint under
+/// `model/` (what `wms promote --artifact-path model` registers), the reports at the root.
+pub const TRACKED_ARTIFACTS: &[(&str, &str)] = &[
+    (BEST_FILE, "model/best.safetensors"),
+    (SIDECAR_FILE, "model/checkpoint.json"),
+    (METRICS_FILE, "metrics.json"),
+    (HISTORY_FILE, "history.csv"),
+    (CURVES_FILE, "curves.svg"),
+];
+
 /// Runs (or resumes) training as planned and writes every artifact into `plan.out_dir`.
 pub fn train(plan: &TrainPlan, actions: &Actions) -> Result<TrainOutcome, TrainError> {
+    train_tracked(plan, actions, None)
+}
+
+/// [`train`], also logging to an MLflow run: params and tags once the data is known, one point
+/// per metric per epoch, and at the end the final metrics and the run's files. The tracker
+/// never fails training; the caller starts it and finishes the run.
+pub fn train_tracked(
+    plan: &TrainPlan,
+    actions: &Actions,
+    mut tracker: Option<&mut Tracker>,
+) -> Result<TrainOutcome, TrainError> {
     let cfg = &plan.config;
     cfg.validate()?;
     let device = resolve_device(&cfg.training.device)?;
@@ -132,6 +154,18 @@ pub fn train(plan: &TrainPlan, actions: &Actions) -> Result<TrainOutcome, TrainE
     meta.git_sha = git_sha();
     meta.source = "wms-train".into();
     meta.optimizer_state = Some(state::RESUME_FILE.into());
+    if let Some(t) = tracker.as_deref_mut() {
+        t.log_params(&mlflow_tracker::flatten_params(&meta.config));
+        let mut tags = vec![(mlflow_tracker::TAG_DATA_FINGERPRINT, fingerprint.clone())];
+        if let Some(sha) = &meta.git_sha {
+            tags.push((mlflow_tracker::TAG_GIT_COMMIT, sha.clone()));
+        }
+        t.set_tags(&tags);
+        // A resumed run is a new MLflow run: give it the epochs done before the interruption.
+        for r in &st.history {
+            t.log_epoch(r.epoch, &epoch_metrics(r));
+        }
+    }
 
     let pos_weight = Tensor::from_slice(&[cfg.training.pos_weight as f32]).to_device(device);
     let session_start = Instant::now();
@@ -169,6 +203,9 @@ pub fn train(plan: &TrainPlan, actions: &Actions) -> Result<TrainOutcome, TrainE
         st.train_step_seconds += step_seconds;
         let improved = advance_schedules(&mut st, cfg, val_m.loss);
         st.history.push(record.clone());
+        if let Some(t) = tracker.as_deref_mut() {
+            t.log_epoch(epoch, &epoch_metrics(&record));
+        }
         st.elapsed_seconds = elapsed_before + session_start.elapsed().as_secs_f64();
 
         let mut epoch_meta = meta.clone();
@@ -216,7 +253,7 @@ pub fn train(plan: &TrainPlan, actions: &Actions) -> Result<TrainOutcome, TrainE
         }
     }
 
-    finish(
+    let outcome = finish(
         plan,
         &st,
         &splits,
@@ -225,7 +262,26 @@ pub fn train(plan: &TrainPlan, actions: &Actions) -> Result<TrainOutcome, TrainE
         device,
         &pos_weight,
         actions,
-    )
+    )?;
+    if let Some(t) = tracker {
+        t.log_final_metrics(&outcome.metrics);
+        for (file, artifact_path) in TRACKED_ARTIFACTS {
+            t.log_artifact(&plan.out_dir.join(file), artifact_path);
+        }
+    }
+    Ok(outcome)
+}
+
+/// One epoch's row of `history.csv` as metrics (everything but the epoch, which is the step).
+fn epoch_metrics(r: &EpochRecord) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    m.insert("lr".into(), r.lr);
+    report::insert_split(&mut m, "train", &r.train);
+    report::insert_split(&mut m, "val", &r.val);
+    report::insert_split(&mut m, "test", &r.test);
+    m.insert("data_share".into(), r.data_share);
+    m.insert("seconds".into(), r.seconds);
+    m
 }
 
 /// Trainable tensors in state-dict order (the VarStore's map has no order), for a stable
@@ -415,6 +471,9 @@ fn train_epoch(
     let mut step_seconds = 0.0;
     let mut images = 0u64;
     for batch in loader.by_ref() {
+        if let Some(signal) = super::stop::requested() {
+            return Err(TrainError::Stopped { signal });
+        }
         let b = batch?;
         let t = Instant::now();
         let (x, y) = batch_tensors(&b, device)?;

@@ -7,6 +7,7 @@ mod data;
 mod dvc;
 #[cfg(feature = "train")]
 mod interop;
+mod mlflow;
 mod onnx;
 mod serve;
 mod servers;
