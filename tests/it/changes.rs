@@ -713,9 +713,20 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = git_command(base)
+        // The `git-daemon` program itself, not `git daemon`: the `git` wrapper runs it as a
+        // child, so killing the wrapper would leave the daemon running (and holding the test
+        // binary's stdout open) after the test.
+        let exec_path = String::from_utf8(
+            Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .expect("git --exec-path")
+                .stdout,
+        )
+        .unwrap();
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .current_dir(base)
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--listen=127.0.0.1",
@@ -724,6 +735,7 @@ impl Daemon {
                 base.to_str().unwrap(),
             ])
             // It logs an expected hang-up when libgit2 closes the connection after a fetch.
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("git daemon starts");
