@@ -42,6 +42,9 @@ finally:
     shutil.rmtree(data_dir, ignore_errors=True)
 "#;
 
+/// How long a server may take to answer its readiness URL.
+const READY_TIMEOUT_S: u64 = 240;
+
 /// The MLflow tracking server with the artifact proxy; first call starts it (a few seconds).
 pub fn mlflow() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
@@ -107,7 +110,8 @@ fn start(
         .unwrap_or_else(|e| panic!("starting the {name} test server: {e}"));
     let stdin = child.stdin.take().expect("watchdog stdin");
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // MLflow alone takes about 45 s to start on 2 busy cores (imports, sqlite migrations).
+    let deadline = Instant::now() + Duration::from_secs(READY_TIMEOUT_S);
     loop {
         if http_get_ok(port, ready_path) {
             break;
@@ -120,7 +124,7 @@ fn start(
         }
         if Instant::now() > deadline {
             panic!(
-                "{name} test server not ready on {url} after 90 s; log: {}",
+                "{name} test server not ready on {url} after {READY_TIMEOUT_S} s; log: {}",
                 log_of(&dir)
             );
         }
