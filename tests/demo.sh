@@ -35,17 +35,19 @@ SERVE_PID=$!
 trap 'kill -TERM $SERVE_PID 2>/dev/null || true' EXIT
 addr=""
 for _ in $(seq 1 100); do
-  addr="$(sed -n 's/^inference_address=//p' "$OUT/serve.out" | head -n1)"
+  addr="$(sed -n 's/^inference_address=//p;T;q' "$OUT/serve.out")"
   [ -n "$addr" ] && curl -fsS "$addr/ping" >/dev/null 2>&1 && break
   kill -0 $SERVE_PID 2>/dev/null || { cat "$OUT/serve.log"; echo "wms-serve exited early" >&2; exit 1; }
   sleep 0.1
 done
 [ -n "$addr" ] || { echo "wms-serve did not report its address" >&2; exit 1; }
-photo="$(ls "$OUT"/data/images/* | head -n1)"
+# A glob, not `ls | head`: under pipefail, head closing the pipe early makes ls die of SIGPIPE.
+photos=("$OUT"/data/images/*)
+photo="${photos[0]}"
 curl -fsS --data-binary @"$photo" "$addr/predictions/water-meters-unet" -o "$OUT/prediction.png"
 curl -fsS -H 'Accept: application/json' --data-binary @"$photo" \
   "$addr/predictions/water-meters-unet" -o "$OUT/prediction.json"
-metrics_addr="$(sed -n 's/^metrics_address=//p' "$OUT/serve.out" | head -n1)"
+metrics_addr="$(sed -n 's/^metrics_address=//p;T;q' "$OUT/serve.out")"
 curl -fsS "$metrics_addr/metrics" -o "$OUT/serve-metrics.txt"
 kill -TERM $SERVE_PID
 wait $SERVE_PID
