@@ -12,6 +12,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use crate::checkpoint::PreprocessSpec;
+use crate::model::ModelSpec;
 use crate::onnx::meta_keys;
 use crate::ort_runtime;
 
@@ -104,6 +105,7 @@ impl Engine {
         workers: usize,
         threads: usize,
     ) -> Result<Self, EngineError> {
+        // Up front for its typed error (no runtime found); sessions only keep its message.
         ort_runtime::environment()?;
         let load_err = |message: String| EngineError::Load {
             path: path.to_path_buf(),
@@ -287,12 +289,20 @@ fn model_info(
         preprocessing.input_width = w;
         preprocessing.input_height = h;
     }
+    // Every encoder level halves the input, so its sides must divide evenly (DESIGN §4).
+    let spec = match metadata.get(meta_keys::SPEC) {
+        Some(json) => serde_json::from_str::<ModelSpec>(json)
+            .map_err(|e| meta_err(meta_keys::SPEC, e.to_string()))?,
+        None => ModelSpec::default(),
+    };
+    let m = spec.size_multiple();
     let (w, h) = (preprocessing.input_width, preprocessing.input_height);
-    if w == 0 || h == 0 || w % 16 != 0 || h % 16 != 0 {
+    if w == 0 || h == 0 || w % m != 0 || h % m != 0 {
         return Err(meta_err(
             meta_keys::INPUT_SIZE,
             format!(
-                "{w}x{h}: width and height must be positive multiples of 16 (the U-Net pools four times); hint: re-export from a checkpoint trained at such a size"
+                "{w}x{h}: width and height must be positive multiples of {m} (the U-Net halves them {} times); hint: re-export from a checkpoint trained at such a size",
+                spec.depth
             ),
         ));
     }
@@ -348,6 +358,19 @@ mod tests {
         let info = model_info(Path::new("/m/meters.onnx"), None, BTreeMap::new()).unwrap();
         assert_eq!(info.name, "meters");
         assert_eq!(info.preprocessing, PreprocessSpec::default());
+    }
+
+    #[test]
+    fn an_input_size_the_unet_cannot_halve_is_refused_with_a_hint() {
+        let meta = BTreeMap::from([(meta_keys::INPUT_SIZE.to_string(), "100x96".to_string())]);
+        let err = model_info(Path::new("/m/meters.onnx"), None, meta)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("100x96") && err.contains("multiples of 16"),
+            "{err}"
+        );
+        assert!(err.contains("hint:"), "{err}");
     }
 
     #[test]

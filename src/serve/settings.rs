@@ -309,12 +309,16 @@ impl ServeSettings {
             let r = get(key).expect("address keys have defaults");
             parse_address(&r.value).map_err(|message| invalid(&r, key, message))
         };
+        let optional_positive = |key: &'static str| -> Result<Option<u64>, SettingsError> {
+            get(key)
+                .map(|r| match r.value.trim().parse::<u64>() {
+                    Ok(v) if v > 0 => Ok(v),
+                    _ => Err(invalid(&r, key, "expected a positive integer".into())),
+                })
+                .transpose()
+        };
         let positive = |key: &'static str| -> Result<u64, SettingsError> {
-            let r = get(key).expect("numeric keys have defaults");
-            match r.value.trim().parse::<u64>() {
-                Ok(v) if v > 0 => Ok(v),
-                _ => Err(invalid(&r, key, "expected a positive integer".into())),
-            }
+            Ok(optional_positive(key)?.expect("numeric keys have defaults"))
         };
         let non_negative = |key: &'static str| -> Result<u64, SettingsError> {
             let r = get(key).expect("numeric keys have defaults");
@@ -324,33 +328,13 @@ impl ServeSettings {
                 .map_err(|_| invalid(&r, key, "expected a non-negative integer".into()))
         };
 
-        let threads = match get("number_of_threads") {
-            Some(r) => match r.value.trim().parse::<usize>() {
-                Ok(v) if v > 0 => v,
-                _ => {
-                    return Err(invalid(
-                        &r,
-                        "number_of_threads",
-                        "expected a positive integer".into(),
-                    ));
-                }
-            },
+        let threads = match optional_positive("number_of_threads")? {
+            Some(v) => v as usize,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-
-        let workers = match get("default_workers_per_model") {
-            Some(r) => match r.value.trim().parse::<usize>() {
-                Ok(v) if v > 0 => v.min(threads),
-                _ => {
-                    return Err(invalid(
-                        &r,
-                        "default_workers_per_model",
-                        "expected a positive integer".into(),
-                    ));
-                }
-            },
-            None => threads,
-        };
+        // One per thread by default; never more than the threads to split between them.
+        let workers = optional_positive("default_workers_per_model")?
+            .map_or(threads, |v| (v as usize).min(threads));
 
         let models = resolve_models(
             model
