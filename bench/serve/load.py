@@ -25,6 +25,10 @@ class Client:
         self.conn = None
 
     def post(self, body):
+        return self.exchange(body)[0]
+
+    def exchange(self, body):
+        """POSTs `body`; (status, response headers)."""
         for attempt in (0, 1):
             try:
                 if self.conn is None:
@@ -32,14 +36,25 @@ class Client:
                 self.conn.request("POST", self.path, body=body, headers={"Content-Type": "image/jpeg"})
                 r = self.conn.getresponse()
                 r.read()
-                return r.status
+                return r.status, r.headers
             except (ConnectionError, http.client.HTTPException, OSError):
                 if self.conn is not None:
                     self.conn.close()
                 self.conn = None
                 if attempt:
                     raise
-        return 0
+        return 0, {}
+
+
+def server_timing(headers, name):
+    """The `dur` (ms) of entry `name` in a `Server-Timing` header, or None."""
+    for entry in (headers.get("Server-Timing") or "").split(","):
+        parts = [p.strip() for p in entry.split(";")]
+        if parts[0] == name:
+            for p in parts[1:]:
+                if p.startswith("dur="):
+                    return float(p[4:])
+    return None
 
 
 def pct(sorted_ms, q):
@@ -49,9 +64,10 @@ def pct(sorted_ms, q):
     return sorted_ms[i]
 
 
-def latency(url, body, n):
+def latency_samples(url, body, n, warm=3):
+    """(milliseconds of each of n sequential requests, errors) after `warm` untimed ones."""
     c = Client(url)
-    for _ in range(3):  # warm the connection and the server's caches
+    for _ in range(warm):  # warm the connection and the server's caches
         c.post(body)
     ms, errors = [], 0
     for _ in range(n):
@@ -59,9 +75,17 @@ def latency(url, body, n):
         status = c.post(body)
         ms.append((time.perf_counter() - t) * 1e3)
         errors += status != 200
-    ms.sort()
-    return {"requests": n, "errors": errors, "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95),
+    return ms, errors
+
+
+def latency_summary(ms, errors):
+    ms = sorted(ms)
+    return {"requests": len(ms), "errors": errors, "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95),
             "mean_ms": sum(ms) / len(ms)}
+
+
+def latency(url, body, n):
+    return latency_summary(*latency_samples(url, body, n))
 
 
 def throughput(url, body, concurrency, seconds):
@@ -90,7 +114,8 @@ def throughput(url, body, concurrency, seconds):
     elapsed = time.perf_counter() - start
     all_ms = sorted(x for m in ms for x in m)
     return {"concurrency": concurrency, "seconds": elapsed, "ok": sum(counts), "errors": sum(errors),
-            "requests_per_second": sum(counts) / elapsed, "p50_ms": pct(all_ms, 50), "p95_ms": pct(all_ms, 95)}
+            "requests_per_second": sum(counts) / elapsed, "p50_ms": pct(all_ms, 50), "p95_ms": pct(all_ms, 95),
+            "ms": all_ms}
 
 
 def coldstart(url, body, cmd, log):
@@ -125,6 +150,7 @@ def main():
         out = latency(a.url, body, a.requests)
     else:
         out = throughput(a.url, body, a.concurrency, a.seconds)
+        out.pop("ms")
     print(json.dumps(out))
 
 

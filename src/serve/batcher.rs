@@ -21,8 +21,20 @@ pub struct BatchConfig {
     pub queue_size: usize,
 }
 
-/// What a request gets back: its logits `[H·W]`, or why not.
-pub type BatchResult = Result<Vec<f32>, BatchFailed>;
+/// What a request gets back: its logits and how long they took, or why not.
+pub type BatchResult = Result<Batched, BatchFailed>;
+
+/// One request's share of a batch run.
+#[derive(Debug, Clone)]
+pub struct Batched {
+    /// `[H·W]` at the model's input size.
+    pub logits: Vec<f32>,
+    /// From submission until its batch started.
+    pub queued: Duration,
+    /// The whole batch's forward pass.
+    pub compute: Duration,
+    pub batch_size: usize,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchFailed {
@@ -161,17 +173,24 @@ async fn run(
         let compute = metrics.compute_seconds.get_or_create(&labels).clone();
         tokio::task::spawn_blocking(move || {
             let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.as_slice()).collect();
-            let started = Instant::now();
+            let run_started = Instant::now();
             let result = match wide {
                 Some(_) => engine.run(&inputs),
                 None => engine.run_lane(&inputs),
             };
-            compute.observe(started.elapsed().as_secs_f64());
+            let took = run_started.elapsed();
+            compute.observe(took.as_secs_f64());
             drop((permit, wide));
             match result {
                 Ok(outputs) => {
+                    let batch_size = jobs.len();
                     for (job, logits) in jobs.into_iter().zip(outputs) {
-                        let _ = job.reply.send(Ok(logits));
+                        let _ = job.reply.send(Ok(Batched {
+                            logits,
+                            queued: started.duration_since(job.enqueued),
+                            compute: took,
+                            batch_size,
+                        }));
                     }
                 }
                 Err(e) => {

@@ -3,7 +3,7 @@
 //! read under `max_request_size`, preprocessed on the blocking pool, queued for the model's
 //! batcher and answered as a PNG mask or JSON; every failure is an [`ApiError`].
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -199,14 +199,16 @@ async fn predict_response(
 
     let spec = model.engine.info().preprocessing.clone();
     let max_pixels = state.limits.max_image_pixels;
+    let read = arrived.elapsed();
     let prepared = blocking(move || predict::prepare(&bytes, &spec, max_pixels)).await??;
+    let preprocessed = arrived.elapsed();
 
     let rx = model.batcher.submit(prepared.input).map_err(|e| match e {
         SubmitError::Full => ApiError::QueueFull,
         SubmitError::Closed => ApiError::ShuttingDown,
     })?;
-    let logits = match rx.await {
-        Ok(Ok(logits)) => logits,
+    let batched = match rx.await {
+        Ok(Ok(batched)) => batched,
         Ok(Err(e)) => {
             tracing::error!(model = %model.engine.info().name, error = %e, "inference failed");
             return Err(ApiError::Internal);
@@ -214,8 +216,10 @@ async fn predict_response(
         Err(_) => return Err(ApiError::ShuttingDown),
     };
 
+    let inferred = arrived.elapsed();
     let engine = model.engine.clone();
     let size = original.then_some((prepared.width, prepared.height));
+    let logits = batched.logits;
     let (prediction, png) = blocking(move || {
         let p = predict::postprocess(&logits, engine.info(), size);
         let png = predict::encode_png(&p.mask);
@@ -228,8 +232,21 @@ async fn predict_response(
     })?;
 
     let info = model.engine.info();
-    let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
-    let version_header = [("X-Model-Version", info.version.clone())];
+    let total = arrived.elapsed();
+    let latency_ms = total.as_secs_f64() * 1e3;
+    let timing = ServerTiming {
+        read,
+        preprocess: preprocessed.saturating_sub(read),
+        queue: batched.queued,
+        compute: batched.compute,
+        batch_size: batched.batch_size,
+        postprocess: total.saturating_sub(inferred),
+        total,
+    };
+    let version_header = [
+        ("X-Model-Version", info.version.clone()),
+        ("Server-Timing", timing.header()),
+    ];
     if json {
         let body = PredictionJson {
             mask_base64: base64::engine::general_purpose::STANDARD.encode(&png),
@@ -248,6 +265,36 @@ async fn predict_response(
         Ok((version_header, Json(body)).into_response())
     } else {
         Ok((version_header, [(header::CONTENT_TYPE, "image/png")], png).into_response())
+    }
+}
+
+/// Where one prediction's time went, as a W3C `Server-Timing` header (durations in ms), so
+/// clients and benchmarks can tell the model's forward pass from decoding and queueing.
+/// `compute` is the whole batch's forward pass; its `desc` says how many requests shared it.
+struct ServerTiming {
+    read: Duration,
+    preprocess: Duration,
+    queue: Duration,
+    compute: Duration,
+    batch_size: usize,
+    postprocess: Duration,
+    total: Duration,
+}
+
+impl ServerTiming {
+    fn header(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "read;dur={:.3}, preprocess;dur={:.3}, queue;dur={:.3}, \
+             compute;dur={:.3};desc=\"batch of {}\", postprocess;dur={:.3}, total;dur={:.3}",
+            ms(self.read),
+            ms(self.preprocess),
+            ms(self.queue),
+            ms(self.compute),
+            self.batch_size,
+            ms(self.postprocess),
+            ms(self.total),
+        )
     }
 }
 
@@ -373,5 +420,24 @@ mod tests {
         assert!(wants_original(Some("size=original")).unwrap());
         assert!(!wants_original(Some("a=b&size=model")).unwrap());
         assert!(wants_original(Some("size=huge")).is_err());
+    }
+
+    #[test]
+    fn server_timing_header_lists_each_phase_in_ms() {
+        let ms = Duration::from_micros;
+        let t = ServerTiming {
+            read: ms(250),
+            preprocess: ms(4_000),
+            queue: ms(1_500),
+            compute: ms(140_125),
+            batch_size: 3,
+            postprocess: ms(2_000),
+            total: ms(148_000),
+        };
+        assert_eq!(
+            t.header(),
+            "read;dur=0.250, preprocess;dur=4.000, queue;dur=1.500, \
+             compute;dur=140.125;desc=\"batch of 3\", postprocess;dur=2.000, total;dur=148.000"
+        );
     }
 }

@@ -134,6 +134,47 @@ fn in_process_mask(model: &Path, photo_bytes: &[u8]) -> GrayImage {
     wms::serve::engine::mask_from_logits(&logits, INPUT_W, INPUT_H)
 }
 
+/// The `Server-Timing` header names every phase once, in order, with a positive forward
+/// pass; the phases are disjoint stretches of the request, so they add up to at most `total`.
+fn assert_server_timing(resp: &axum::response::Response) {
+    let text = resp.headers()["server-timing"].to_str().unwrap();
+    let mut phases = Vec::new();
+    for entry in text.split(", ") {
+        let mut parts = entry.split(';');
+        let name = parts.next().unwrap();
+        let dur: f64 = parts
+            .find_map(|p| p.strip_prefix("dur="))
+            .unwrap_or_else(|| panic!("no dur in {entry:?} of {text:?}"))
+            .parse()
+            .unwrap();
+        phases.push((name, dur));
+    }
+    let names: Vec<&str> = phases.iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        [
+            "read",
+            "preprocess",
+            "queue",
+            "compute",
+            "postprocess",
+            "total"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"compute;dur="#) && text.contains(r#"desc="batch of 1""#),
+        "{text}"
+    );
+    let (parts, total) = (&phases[..5], phases[5].1);
+    assert!(phases[3].1 > 0.0, "{text}");
+    let sum: f64 = parts.iter().map(|p| p.1).sum();
+    assert!(
+        sum <= total + 0.005,
+        "phases add up to {sum} ms > total {total} ms: {text}"
+    );
+}
+
 #[tokio::test]
 async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +198,7 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "image/png");
+    assert_server_timing(&resp);
     let served = image::load_from_memory(&body_bytes(resp).await)
         .unwrap()
         .to_luma8();
