@@ -60,11 +60,6 @@ pub const WMS_SERVE_THREADS: &str = "WMS_SERVE_THREADS";
 /// and collapse throughput several-fold whenever another process shares the cores.
 pub const OMP_WAIT_POLICY: &str = "OMP_WAIT_POLICY";
 
-/// OpenSSL's CA bundle. `wms detect-changes` points it at an empty file while libgit2 starts (so
-/// it does not parse the whole bundle on every run) and loads the real one (this variable's
-/// original value, else the distribution's bundle) only for an https fetch.
-pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
-
 /// MLflow (`wms-train` logging, `wms gate`, `wms promote`); the names are MLflow's own.
 /// Bearer token for the tracking server (wins over username/password).
 pub const MLFLOW_TRACKING_TOKEN: &str = "MLFLOW_TRACKING_TOKEN";

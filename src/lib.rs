@@ -14,6 +14,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod github;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod mlflow;
 pub mod model;

@@ -9,13 +9,11 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use git2::{Delta, DiffFindOptions, DiffOptions, ErrorCode, Oid, Repository};
 
 use super::error::ChangesError;
 use super::{ChangeKind, FileChange};
-use crate::env_vars;
 
 /// The id of git's empty tree, what a comparison "against nothing" uses as its base.
 pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -23,59 +21,6 @@ pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 /// git's `diff.renameLimit` default since 2.x; libgit2's own default (200) is lower, and the
 /// change list must equal `git diff --name-only`.
 const GIT_RENAME_LIMIT: usize = 1000;
-
-/// Where distributions keep the CA bundle (the list openssl-probe and curl use), for an https
-/// fetch after [`defer_tls_setup`].
-const CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/tls/cacert.pem",
-    "/etc/ssl/cert.pem",
-    "/usr/lib/ssl/cert.pem",
-    "/usr/local/etc/openssl/cert.pem",
-];
-
-/// Set by [`defer_tls_setup`]: the CA bundle to load before an https fetch (the user's
-/// `SSL_CERT_FILE`, if any).
-static DEFERRED_CA: Mutex<Option<Option<PathBuf>>> = Mutex::new(None);
-
-/// libgit2 parses the whole CA bundle when it initialises (70 ms of a 90 ms run on a small
-/// repository), though only an https fetch of a shallow clone ever needs it. This points
-/// OpenSSL's start-up at an empty bundle and remembers the real one, which [`Git`] loads
-/// before an https fetch. `SSL_CERT_DIR` (looked up lazily by OpenSSL) is left alone.
-///
-/// # Safety
-/// Mutates the process environment: call it before any other thread exists and before the
-/// first git2 call of the process.
-pub unsafe fn defer_tls_setup() {
-    let user_file = std::env::var_os(env_vars::SSL_CERT_FILE).map(PathBuf::from);
-    // SAFETY: the caller guarantees no other thread reads the environment concurrently.
-    unsafe { std::env::set_var(env_vars::SSL_CERT_FILE, "/dev/null") };
-    if let Ok(mut slot) = DEFERRED_CA.lock() {
-        *slot = Some(user_file);
-    }
-}
-
-/// Loads the CA bundle [`defer_tls_setup`] kept libgit2 from reading at start-up.
-fn load_deferred_ca() {
-    let Some(user_file) = DEFERRED_CA.lock().ok().and_then(|mut slot| slot.take()) else {
-        return;
-    };
-    let bundle = user_file
-        .filter(|p| p.is_file())
-        .or_else(|| CA_BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file()));
-    if let Some(bundle) = bundle {
-        // SAFETY: detect-changes is single-threaded; no other libgit2 call runs concurrently.
-        if let Err(e) = unsafe { git2::opts::set_ssl_cert_file(bundle.as_path()) } {
-            tracing::warn!(
-                "cannot load CA bundle {}: {}",
-                bundle.display(),
-                e.message()
-            );
-        }
-    }
-}
 
 /// libgit2's `GIT_FETCH_DEPTH_UNSHALLOW`.
 const DEPTH_UNSHALLOW: i32 = i32::MAX;
@@ -301,10 +246,11 @@ impl Git {
             refspecs.push(format!("+refs/heads/*:refs/remotes/{name}/*"));
         }
         refspecs.push("+refs/tags/*:refs/tags/*".to_string());
-        if url.starts_with("https://") {
-            load_deferred_ca();
-        }
         let headers = extra_headers(&self.repo, &url);
+        if url.starts_with("http://") || url.starts_with("https://") {
+            super::http::register().map_err(|message| failed(&url, message))?;
+            super::http::set_headers(headers.clone());
+        }
         let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
         // Local transports refuse any depth, so a complete clone fetches plainly.
         let depth = if self.is_shallow() {

@@ -15,6 +15,7 @@ pub mod event;
 pub mod filters;
 pub mod git;
 pub mod glob;
+pub mod http;
 pub mod range;
 pub mod report;
 

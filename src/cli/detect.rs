@@ -115,9 +115,9 @@ impl DetectSettings {
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
-    // SAFETY: `wms` runs one command on its main thread; nothing else has started yet (logging
-    // spawns no thread) and no git2 call has been made.
-    unsafe { changes::git::defer_tls_setup() };
+    // libgit2's pack reading (delta bases, parsed trees, a zlib state per object) grows the
+    // heap by tens of MiB in a large diff; 2 MiB pages save most of its page faults.
+    crate::memory::prefer_huge_pages_for_heap(64 << 20);
     let gh = Actions::from_env();
     let settings = DetectSettings::resolve(args, &gh)?;
     let mut git = changes::git::Git::open(&settings.request.repo)?;

@@ -755,6 +755,130 @@ impl Drop for Daemon {
     }
 }
 
+/// git's smart HTTP protocol served on 127.0.0.1 by git's own `git http-backend`, run as a
+/// CGI program per request by this small HTTP/1.1 server (one request per connection). With a
+/// token set, requests without `Authorization: <token>` get 401, like a private repository.
+/// It records each request line and user agent.
+struct SmartHttpServer {
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl SmartHttpServer {
+    fn start(root: &Path, token: Option<&str>) -> SmartHttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (root, token, seen) = (root.to_path_buf(), token.map(str::to_string), log.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                if let Err(e) = Self::serve(conn, &root, token.as_deref(), &seen) {
+                    eprintln!("smart http test server: {e}");
+                }
+            }
+        });
+        SmartHttpServer { port, log }
+    }
+
+    fn serve(
+        mut conn: TcpStream,
+        root: &Path,
+        token: Option<&str>,
+        log: &std::sync::Mutex<Vec<(String, String)>>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = vec![0; header("content-length").map_or(0, |v| v.parse().unwrap())];
+        reader.read_exact(&mut body)?;
+        let request_line = request_line.trim().to_string();
+        log.lock().unwrap().push((
+            request_line.clone(),
+            header("user-agent").unwrap_or_default(),
+        ));
+        if token.is_some() && header("authorization").as_deref() != token {
+            return conn.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut cgi = git_command(root)
+            .arg("http-backend")
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("REQUEST_METHOD", method)
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", query)
+            .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        cgi.stdin.take().unwrap().write_all(&body)?;
+        let out = cgi.wait_with_output()?;
+        // CGI output: header lines, a blank line, the body; `Status:` sets the status.
+        let split = out
+            .stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| (i, i + 4))
+            .or_else(|| {
+                out.stdout
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|i| (i, i + 2))
+            })
+            .unwrap_or((out.stdout.len(), out.stdout.len()));
+        let head = String::from_utf8_lossy(&out.stdout[..split.0]).to_string();
+        let mut status = "200 OK".to_string();
+        let mut response = String::new();
+        for line in head.lines() {
+            match line.split_once(':') {
+                Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
+                Some(_) => response.push_str(&format!("{}\r\n", line.trim_end())),
+                None => {}
+            }
+        }
+        let payload = &out.stdout[split.1..];
+        conn.write_all(
+            format!(
+                "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+        )?;
+        conn.write_all(payload)
+    }
+
+    fn requests(&self) -> Vec<(String, String)> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
 /// An origin with history and a `--depth 1` clone of it, as actions/checkout makes by default.
 fn origin_and_shallow_clone() -> (Repo, Repo, String, String) {
     let origin = Repo::model_repo();
@@ -831,6 +955,57 @@ fn shallow_clone_with_a_remote_fetches_the_missing_history() {
     assert_eq!(
         clone.git(&["rev-parse", "--is-shallow-repository"]),
         "false"
+    );
+}
+
+/// A shallow clone whose remote speaks smart HTTP (as github.com does) fetches through wms's
+/// own HTTP transport (libgit2 is built without TLS), sending the `extraheader` credentials
+/// actions/checkout stores; without them the fetch fails with one line naming the 401.
+#[test]
+fn shallow_clone_with_an_http_remote_fetches_with_the_checkout_credentials() {
+    let (origin, clone, before, after) = origin_and_shallow_clone();
+    let auth = "basic eC1hY2Nlc3MtdG9rZW46dGVzdA==";
+    let server = SmartHttpServer::start(origin.path.parent().unwrap(), Some(auth));
+    let host = format!("http://127.0.0.1:{}/", server.port);
+    clone.git(&["remote", "set-url", "origin", &format!("{host}repo")]);
+    let event = || Some(("push", push_event("refs/heads/main", &before, &after)));
+
+    let (out, _, _) = detect_raw(&clone.path, event(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("401 Unauthorized"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    clone.git(&[
+        "config",
+        &format!("http.{host}.extraheader"),
+        &format!("AUTHORIZATION: {auth}"),
+    ]);
+    let run = detect(&clone.path, event(), &[]);
+    assert_eq!(run.base(), before);
+    assert_eq!(run.files(), origin.git_diff(&before, &after));
+    assert!(run.reasons().contains("shallow"), "{}", run.reasons());
+    assert_eq!(
+        clone.git(&["rev-parse", "--is-shallow-repository"]),
+        "false"
+    );
+    let requests = server.requests();
+    let lines: Vec<&str> = requests.iter().map(|r| r.0.as_str()).collect();
+    assert!(
+        lines.contains(&"GET /repo/info/refs?service=git-upload-pack HTTP/1.1"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"POST /repo/git-upload-pack HTTP/1.1"),
+        "{lines:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.1.starts_with("git/") && r.1.contains("(wms/")),
+        "{requests:?}"
     );
 }
 
