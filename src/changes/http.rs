@@ -155,7 +155,7 @@ impl HttpStream {
         }
         let response = request
             .send()
-            .map_err(|e| fail(format!("{shown}: {}", error_chain(&e))))?;
+            .map_err(|e| fail(format!("{shown}: {}", crate::mlflow::error::chain(&e))))?;
         let status = response.status();
         if !status.is_success() {
             let hint = match status.as_u16() {
@@ -216,18 +216,6 @@ impl Write for HttpStream {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// reqwest's error and its causes, one line ("error sending request: … : connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// `%XX` escapes of URL user-info, decoded (invalid escapes are kept as they are).
