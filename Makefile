@@ -16,6 +16,12 @@ BOOTSTRAP_STAMP := $(VENV)/.wms-bootstrap-$(LOCK_HASH)
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
+# Nothing the tests or the demo start may reach the internet: MLflow, dvc and anything honouring
+# DO_NOT_TRACK send usage telemetry by default. tests/it/servers.rs sets these itself as well, for
+# a plain `cargo test`.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 RELEASE := $(TARGET_DIR)/release

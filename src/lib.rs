@@ -24,3 +24,4 @@ pub mod pth;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod untrusted;

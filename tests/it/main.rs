@@ -1,5 +1,6 @@
 //! The one integration-test binary: a module per capability, helpers in `util`.
 
+mod actions;
 mod aws;
 mod changes;
 mod cli;

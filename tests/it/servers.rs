@@ -103,6 +103,11 @@ fn start(
         .arg(WATCHDOG)
         .arg(&dir)
         .args(argv(port, &dir))
+        // Tests never reach the internet: MLflow (and anything honouring the convention) sends
+        // telemetry unless told not to.
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("DO_NOT_TRACK", "1")
+        .env("DVC_NO_ANALYTICS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
