@@ -16,6 +16,29 @@ use crate::model::ModelSpec;
 pub const META_KEY: &str = "wms.checkpoint";
 /// Sidecar format version; bump on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
+/// Largest channel count (input, output, base filters) a spec read from a file may declare.
+pub const MAX_SPEC_CHANNELS: i64 = 1 << 12;
+/// Largest depth a spec read from a file may declare.
+pub const MAX_SPEC_DEPTH: usize = 12;
+
+/// Refuses a [`ModelSpec`] read from a file (a checkpoint's sidecar, an imported state dict) that
+/// is out of range. The bounds are far above the upstream model (3 → 1 channels, base 16, depth 4)
+/// and keep every shape the spec implies (channels up to base · 2^(depth+1)), every weight's element
+/// count and `1 << depth` inside their integer types, so nothing downstream overflows on them.
+pub fn check_spec(spec: &ModelSpec) -> Result<(), String> {
+    let channels = |c: i64| (1..=MAX_SPEC_CHANNELS).contains(&c);
+    if channels(spec.in_channels)
+        && channels(spec.out_channels)
+        && channels(spec.base_filters)
+        && spec.depth <= MAX_SPEC_DEPTH
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "model spec (in_channels {}, out_channels {}, base_filters {}, depth {}) is out of range: channels must be 1..={MAX_SPEC_CHANNELS} and depth at most {MAX_SPEC_DEPTH}",
+        spec.in_channels, spec.out_channels, spec.base_filters, spec.depth
+    ))
+}
 
 /// How inputs were preprocessed for this model (upstream `valTransforms`, DESIGN §5). Serving and
 /// export read it back instead of assuming; `input_width`/`input_height` are what the network saw.
@@ -227,8 +250,12 @@ impl Checkpoint {
         Ok(ckpt)
     }
 
-    /// Every tensor of the spec's state dict is present with the right shape.
+    /// The spec is in range and every tensor of its state dict is present with the right shape.
     pub fn validate(&self, path: &Path) -> Result<(), CheckpointError> {
+        check_spec(&self.meta.spec).map_err(|message| CheckpointError::BadMeta {
+            path: path.to_path_buf(),
+            message,
+        })?;
         for t in self.meta.spec.state_dict() {
             let err = |message: String| CheckpointError::Tensor {
                 path: path.to_path_buf(),

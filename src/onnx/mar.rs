@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fsutil;
+use crate::untrusted::path::create_parents_inside;
 
 use super::OnnxError;
 
@@ -74,15 +75,28 @@ pub fn write(
         (HANDLER_FILE, HANDLER_PY.as_bytes()),
         (REQUIREMENTS_FILE, REQUIREMENTS_TXT.as_bytes()),
     ];
+    // `model_name` comes from the checkpoint, and `out_dir` may hold what a pull request
+    // committed: every path goes through the path-safety rule, so a `<name>` or `MAR-INF`
+    // committed as a symlink is refused instead of written through.
+    fs_err::create_dir_all(out_dir).map_err(|e| OnnxError::Write {
+        path: out_dir.to_path_buf(),
+        cause: e.to_string(),
+    })?;
+    let inside = |rel: String| {
+        create_parents_inside(out_dir, &rel).map_err(|e| OnnxError::Write {
+            path: out_dir.join(&rel),
+            cause: e.to_string(),
+        })
+    };
     let dir = out_dir.join(model_name);
     for (name, bytes) in entries {
-        let path = dir.join(name);
+        let path = inside(format!("{model_name}/{name}"))?;
         fsutil::write_atomic(&path, bytes).map_err(|e| OnnxError::Write {
             path: path.clone(),
             cause: e.to_string(),
         })?;
     }
-    let archive = out_dir.join(format!("{model_name}.mar"));
+    let archive = inside(format!("{model_name}.mar"))?;
     let zipped = zip_entries(&entries).map_err(|e| OnnxError::Write {
         path: archive.clone(),
         cause: e.to_string(),
@@ -172,6 +186,18 @@ mod tests {
             fs_err::read(&paths.archive).unwrap(),
             fs_err::read(&p2.archive).unwrap()
         );
+    }
+
+    #[test]
+    fn a_committed_symlink_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (out, elsewhere) = (tmp.path().join("dist"), tmp.path().join("elsewhere"));
+        fs_err::create_dir_all(out.join("wm-unet")).unwrap();
+        fs_err::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, out.join("wm-unet/MAR-INF")).unwrap();
+        let err = write(&out, "wm-unet", "1", b"onnx", UNIX_EPOCH).unwrap_err();
+        assert!(err.to_string().contains("MAR-INF"), "{err}");
+        assert_eq!(fs_err::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn infer_spec(
         base_filters: enc1[0] as i64,
         depth,
     };
+    crate::checkpoint::check_spec(&spec).map_err(err)?;
     let expected = spec.state_dict();
     for t in &expected {
         let got = shape(&t.name)?;
