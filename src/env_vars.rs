@@ -102,3 +102,20 @@ pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
 pub const AWS_ENDPOINT_URL_STS: &str = "AWS_ENDPOINT_URL_STS";
 /// Endpoint override for every AWS service (honoured by the AWS SDK).
 pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+
+// wms-serve admission (#11): each overrides the `config.properties` key of the same name (see
+// `serve::settings` for units and defaults).
+/// `max_image_bit_depth`: bits per channel a request's image may have (8 or 16).
+pub const WMS_SERVE_MAX_IMAGE_BIT_DEPTH: &str = "WMS_SERVE_MAX_IMAGE_BIT_DEPTH";
+/// `decode_memory_budget`: bytes that all concurrent decodes may hold together.
+pub const WMS_SERVE_DECODE_MEMORY_BUDGET: &str = "WMS_SERVE_DECODE_MEMORY_BUDGET";
+/// `decode_queue_timeout`: seconds a request waits for decode budget before a 503.
+pub const WMS_SERVE_DECODE_QUEUE_TIMEOUT: &str = "WMS_SERVE_DECODE_QUEUE_TIMEOUT";
+/// `connection_limit`: open connections per listener; more wait to be accepted.
+pub const WMS_SERVE_CONNECTION_LIMIT: &str = "WMS_SERVE_CONNECTION_LIMIT";
+/// `header_read_timeout`: seconds a connection has to deliver a complete request head.
+pub const WMS_SERVE_HEADER_READ_TIMEOUT: &str = "WMS_SERVE_HEADER_READ_TIMEOUT";
+/// `idle_timeout`: seconds a keep-alive connection may stay idle between requests.
+pub const WMS_SERVE_IDLE_TIMEOUT: &str = "WMS_SERVE_IDLE_TIMEOUT";
+/// `body_read_timeout`: seconds to receive a request body.
+pub const WMS_SERVE_BODY_READ_TIMEOUT: &str = "WMS_SERVE_BODY_READ_TIMEOUT";

@@ -32,6 +32,25 @@ pub enum ApiError {
         pixels: u64,
         limit: u64,
     },
+    #[error(
+        "the image has {bits}-bit channels, over max_image_bit_depth ({limit}); hint: send an 8-bit JPEG or PNG"
+    )]
+    BitDepthTooHigh { bits: u8, limit: u8 },
+    #[error(
+        "decoding the {width}x{height} image needs {needed} bytes, over the decode memory budget of {budget}; hint: downscale it or send an 8-bit RGB JPEG"
+    )]
+    OverDecodeBudget {
+        width: u32,
+        height: u32,
+        needed: u64,
+        budget: u64,
+    },
+    #[error(
+        "the server is busy decoding other images (waited {seconds} s); hint: retry after the Retry-After delay"
+    )]
+    DecodeBusy { seconds: u64 },
+    #[error("the request body did not arrive within {seconds} s (body_read_timeout)")]
+    BodyTimeout { seconds: u64 },
     #[error("invalid multipart body: {detail}")]
     BadMultipart { detail: String },
     #[error(
@@ -72,9 +91,15 @@ impl ApiError {
             | MissingImageField
             | BadQuery { .. } => StatusCode::BAD_REQUEST,
             UnsupportedFormat { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            BodyTooLarge { .. } | TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BitDepthTooHigh { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            BodyTooLarge { .. } | TooManyPixels { .. } | OverDecodeBudget { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ModelNotFound { .. } | VersionNotFound { .. } => StatusCode::NOT_FOUND,
-            NotReady | QueueFull | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady | QueueFull | DecodeBusy { .. } | ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,7 +114,10 @@ impl ApiError {
             UnsupportedFormat { .. } => "UnsupportedFormat",
             CorruptImage { .. } => "CorruptImage",
             BodyTooLarge { .. } => "RequestTooLarge",
-            TooManyPixels { .. } => "ImageTooLarge",
+            TooManyPixels { .. } | OverDecodeBudget { .. } => "ImageTooLarge",
+            BitDepthTooHigh { .. } => "UnsupportedBitDepth",
+            DecodeBusy { .. } => "ServiceUnavailableException",
+            BodyTimeout { .. } => "RequestTimeout",
             BadMultipart { .. } => "BadMultipart",
             MissingImageField => "MissingImageField",
             ModelNotFound { .. } | VersionNotFound { .. } => "ModelNotFoundException",
@@ -120,7 +148,10 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         };
         let mut resp = (status, Json(body)).into_response();
-        if matches!(self, ApiError::QueueFull | ApiError::NotReady) {
+        if matches!(
+            self,
+            ApiError::QueueFull | ApiError::NotReady | ApiError::DecodeBusy { .. }
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -195,12 +195,45 @@ async fn predict_response(
     }
     let original = wants_original(req.uri().query())?;
     let json = force_json || wants_json(req.headers());
-    let bytes = read_image(req, state.limits.max_request_size).await?;
+    let limits = &state.limits;
+    let bytes = tokio::time::timeout(
+        limits.body_read_timeout,
+        read_image(req, limits.max_request_size),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout {
+        seconds: limits.body_read_timeout.as_secs(),
+    })??;
 
+    // Admission before decode: the header gives the decode's cost, which is reserved from the
+    // budget before a pixel is allocated (issue 11).
     let spec = model.engine.info().preprocessing.clone();
-    let max_pixels = state.limits.max_image_pixels;
+    let image_limits = predict::ImageLimits {
+        max_pixels: limits.max_image_pixels,
+        max_bit_depth: limits.max_image_bit_depth,
+    };
     let read = arrived.elapsed();
-    let prepared = blocking(move || predict::prepare(&bytes, &spec, max_pixels)).await??;
+    let (bytes, admission) = {
+        let spec = spec.clone();
+        blocking(move || {
+            let a = predict::inspect(&bytes, &image_limits, &spec);
+            (bytes, a)
+        })
+        .await?
+    };
+    let admission = admission?;
+    let reservation = state
+        .decode_budget
+        .reserve(admission.cost, admission.width, admission.height)
+        .await?;
+    // The reservation moves into the task: a timed-out request does not free budget that its
+    // still-running decode holds.
+    let prepared = blocking(move || {
+        let p = predict::prepare(&bytes, &admission, &spec);
+        drop(reservation);
+        p
+    })
+    .await??;
     let preprocessed = arrived.elapsed();
 
     let rx = model.batcher.submit(prepared.input).map_err(|e| match e {
@@ -219,10 +252,21 @@ async fn predict_response(
     let inferred = arrived.elapsed();
     let engine = model.engine.clone();
     let size = original.then_some((prepared.width, prepared.height));
+    // A mask at the photo's size and its PNG: about two bytes per pixel.
+    let reservation = match size {
+        Some((w, h)) => Some(
+            state
+                .decode_budget
+                .reserve(u64::from(w) * u64::from(h) * 2, w, h)
+                .await?,
+        ),
+        None => None,
+    };
     let logits = batched.logits;
     let (prediction, png) = blocking(move || {
         let p = predict::postprocess(&logits, engine.info(), size);
         let png = predict::encode_png(&p.mask);
+        drop(reservation);
         (p, png)
     })
     .await?;

@@ -3,11 +3,15 @@
 //! `app(state) -> Router`, so tests drive them with `tower::ServiceExt::oneshot`. Requests are
 //! preprocessed by the library's training preprocessing ([`predict`]), coalesced by a dynamic
 //! batcher ([`batcher`]) and run in ONNX Runtime ([`engine`]). [`settings`] owns configuration.
+//! Untrusted input is admitted in two places: [`connections`] (connection limit, header and idle
+//! timeouts) and [`admission`] (the decode memory budget that image headers are costed against).
 //!
 //! This module must not grow a second preprocessing path or model description: both come from
 //! `data::preprocess` and the model's own `metadata_props`.
 
+pub mod admission;
 pub mod batcher;
+pub mod connections;
 pub mod engine;
 pub mod error;
 pub mod inference;
@@ -137,8 +141,10 @@ pub async fn serve(
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let limits = connections::ConnectionLimits {
+        limit: settings.connection_limit,
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
     };
     let mut servers = tokio::task::JoinSet::new();
     for (listener, router) in [
@@ -146,12 +152,12 @@ pub async fn serve(
         (listeners.management, management::app(state.clone())),
         (listeners.metrics, metrics::app(state.clone())),
     ] {
-        let signal = stopped(stop_rx.clone());
-        servers.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(signal)
-                .await
-        });
+        servers.spawn(connections::serve(
+            listener,
+            router,
+            limits,
+            stop_rx.clone(),
+        ));
     }
 
     let warm = state.clone();
@@ -173,8 +179,8 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let drain = async {
         while let Some(r) = servers.join_next().await {
-            if let Ok(Err(e)) = r {
-                tracing::warn!(error = %e, "listener ended with an error");
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "listener task failed");
             }
         }
     };

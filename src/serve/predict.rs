@@ -6,7 +6,8 @@
 
 use std::io::Cursor;
 
-use image::{GrayImage, ImageFormat, ImageReader};
+use image::metadata::Orientation;
+use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::engine::{ModelInfo, mask_from_logits};
 use super::error::ApiError;
@@ -23,8 +24,32 @@ pub struct Prepared {
     pub height: u32,
 }
 
-/// Rejects what is not a JPEG/PNG of acceptable size, reading only the header.
-pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<ImageFormat, ApiError> {
+/// Limits checked from the image header, before any pixel is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    pub max_pixels: u64,
+    /// Bits per channel (8 or 16).
+    pub max_bit_depth: u8,
+}
+
+/// What the header says about a request's image and what decoding it will cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub format: ImageFormat,
+    /// As stored, before EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// Peak bytes [`prepare`] holds for this image (see [`decode_cost`]).
+    pub cost: u64,
+}
+
+/// Rejects what is not a JPEG/PNG within `limits`, reading only the header, and estimates the
+/// decode's memory so the caller can reserve it before [`prepare`].
+pub fn inspect(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    spec: &PreprocessSpec,
+) -> Result<Admission, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::EmptyBody);
     }
@@ -34,24 +59,134 @@ pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<ImageFormat, ApiError> {
             format: format!("{format:?}").to_uppercase(),
         });
     }
-    let (width, height) = match png_ihdr_dimensions(bytes) {
-        Some(dims) if format == ImageFormat::Png => dims,
-        _ => ImageReader::with_format(Cursor::new(bytes), format)
-            .into_dimensions()
-            .map_err(|e| ApiError::CorruptImage {
-                detail: e.to_string(),
-            })?,
-    };
+    // The IHDR alone refuses a bomb whose body was cut off after the header (the decoder
+    // below wants the chunks up to the first IDAT).
+    if format == ImageFormat::Png
+        && let Some((w, h)) = png_ihdr_dimensions(bytes)
+    {
+        check_pixels(w, h, limits.max_pixels)?;
+    }
+    let mut decoder = header_decoder(bytes, format)?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height, limits.max_pixels)?;
+    let color = decoder.color_type();
+    let bits = (color.bits_per_pixel() / u16::from(color.channel_count().max(1))) as u8;
+    if bits > limits.max_bit_depth {
+        return Err(ApiError::BitDepthTooHigh {
+            bits,
+            limit: limits.max_bit_depth,
+        });
+    }
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let progressive = format == ImageFormat::Jpeg && jpeg_is_progressive(bytes);
+    Ok(Admission {
+        format,
+        width,
+        height,
+        cost: decode_cost(width, height, color, orientation, progressive, spec),
+    })
+}
+
+fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), ApiError> {
     let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
+    if pixels > limit {
         return Err(ApiError::TooManyPixels {
             width,
             height,
             pixels,
-            limit: max_pixels,
+            limit,
         });
     }
-    Ok(format)
+    Ok(())
+}
+
+/// A decoder that has read the header (PNG: the chunks before the first IDAT; JPEG: the
+/// markers and EXIF) and no pixel.
+fn header_decoder(bytes: &[u8], format: ImageFormat) -> Result<impl ImageDecoder + '_, ApiError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Sizes are checked by `inspect` and bounded by `decode_cost` in `prepare`; the crate's
+    // default 512 MiB `max_alloc` is neither.
+    reader.limits(Limits::no_limits());
+    reader.into_decoder().map_err(|e| ApiError::CorruptImage {
+        detail: e.to_string(),
+    })
+}
+
+/// Peak bytes held while one image is decoded and preprocessed, following [`prepare`] step by
+/// step, the largest of:
+/// - decoding: the decoded buffer `D` (`w*h*bytes_per_pixel`), plus for a progressive JPEG the
+///   decoder's i16 coefficients (2 bytes per sample, zune-jpeg keeps them all until the end);
+/// - EXIF rotation by 90/270 degrees: `D` and its rotated copy (`DynamicImage::apply_orientation`;
+///   flips and 180 degrees are in place);
+/// - conversion to 8-bit RGB when the image is not already: `D` and `R = w*h*3`;
+/// - the resize: `R`, its horizontal pass (`out_w * h * 3`), the resized image and the f32
+///   tensor (`out_w * out_h * 3 * 4`).
+///
+/// Request bodies are not counted (bounded by `max_request_size` per connection).
+pub fn decode_cost(
+    width: u32,
+    height: u32,
+    color: ColorType,
+    orientation: Orientation,
+    progressive: bool,
+    spec: &PreprocessSpec,
+) -> u64 {
+    let px = u64::from(width) * u64::from(height);
+    let decoded = px * u64::from(color.bytes_per_pixel());
+    let coefficients = if progressive {
+        px * u64::from(color.channel_count()) * 2
+    } else {
+        0
+    };
+    let rotated = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let rgb = px * 3;
+    let (out_w, out_h) = (u64::from(spec.input_width), u64::from(spec.input_height));
+    let tall = u64::from(width.max(height));
+    let resize = rgb + out_w * tall * 3 + out_w * out_h * 3 + out_w * out_h * 3 * 4;
+    [
+        decoded + coefficients,
+        if rotated { 2 * decoded } else { 0 },
+        if color == ColorType::Rgb8 {
+            0
+        } else {
+            decoded + rgb
+        },
+        resize,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+}
+
+/// Whether a JPEG's frame is progressive (SOF2/6/10/14), walking the marker segments before
+/// the first scan (ITU T.81 B.1.1.3: each segment is `FF xx` and a big-endian length that
+/// counts itself).
+fn jpeg_is_progressive(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while let (Some(&ff), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) {
+        if ff != 0xFF {
+            return false;
+        }
+        match marker {
+            0xFF => i += 1, // fill byte
+            0xC2 | 0xC6 | 0xCA | 0xCE => return true,
+            0xC0 | 0xC1 | 0xC3 | 0xC5 | 0xC7 | 0xC9 | 0xCB | 0xCD | 0xCF | 0xDA => return false,
+            0xD0..=0xD9 | 0x01 => i += 2,
+            _ => {
+                let Some(len) = bytes.get(i + 2..i + 4) else {
+                    return false;
+                };
+                i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+        }
+    }
+    false
 }
 
 /// Width and height from a PNG's IHDR chunk, which the format requires first (PNG spec §5.6):
@@ -65,12 +200,31 @@ fn png_ihdr_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((be(16..20)?, be(20..24)?))
 }
 
-/// Validates, decodes and preprocesses one photo.
-pub fn prepare(bytes: &[u8], spec: &PreprocessSpec, max_pixels: u64) -> Result<Prepared, ApiError> {
-    inspect(bytes, max_pixels)?;
-    let img = preprocess::decode_image(bytes).map_err(|e| ApiError::CorruptImage {
-        detail: decode_detail(&e.to_string()),
-    })?;
+/// Decodes (EXIF-aware, as [`preprocess::decode_image`]) and preprocesses one photo admitted by
+/// [`inspect`], with the decoder limited to the header's size and the admitted cost, so a
+/// header that lied cannot allocate more than was reserved.
+pub fn prepare(
+    bytes: &[u8],
+    admission: &Admission,
+    spec: &PreprocessSpec,
+) -> Result<Prepared, ApiError> {
+    let corrupt = |e: String| ApiError::CorruptImage {
+        detail: decode_detail(&e),
+    };
+    if admission.format == ImageFormat::Jpeg {
+        preprocess::check_jpeg_complete(bytes).map_err(corrupt)?;
+    }
+    let mut decoder = header_decoder(bytes, admission.format)?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(admission.width);
+    limits.max_image_height = Some(admission.height);
+    limits.max_alloc = Some(admission.cost);
+    decoder
+        .set_limits(limits)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(e.to_string()))?;
+    img.apply_orientation(orientation);
     let rgb = preprocess::to_rgb(img);
     let (width, height) = rgb.dimensions();
     Ok(Prepared {
@@ -125,28 +279,96 @@ mod tests {
         encode_png(&GrayImage::new(w, h)).unwrap()
     }
 
+    fn limits(max_pixels: u64) -> ImageLimits {
+        ImageLimits {
+            max_pixels,
+            max_bit_depth: 8,
+        }
+    }
+
+    fn check(bytes: &[u8], max_pixels: u64) -> Result<Admission, ApiError> {
+        inspect(bytes, &limits(max_pixels), &PreprocessSpec::default())
+    }
+
     #[test]
     fn bad_inputs_are_named() {
         let max = 1_000_000;
-        assert!(matches!(inspect(b"", max), Err(ApiError::EmptyBody)));
+        assert!(matches!(check(b"", max), Err(ApiError::EmptyBody)));
         assert!(matches!(
-            inspect(b"hello, not an image", max),
+            check(b"hello, not an image", max),
             Err(ApiError::NotAnImage)
         ));
         assert!(matches!(
-            inspect(b"GIF89a\x01\x00\x01\x00\x00\x00\x00", max),
+            check(b"GIF89a\x01\x00\x01\x00\x00\x00\x00", max),
             Err(ApiError::UnsupportedFormat { .. })
         ));
         let p = png(100, 100);
-        assert!(inspect(&p, max).is_ok());
+        let ok = check(&p, max).unwrap();
         assert!(matches!(
-            inspect(&p, 9_999),
+            check(&p, 9_999),
             Err(ApiError::TooManyPixels { pixels: 10_000, .. })
         ));
         assert!(matches!(
-            prepare(&p[..p.len() / 2], &PreprocessSpec::default(), max),
+            prepare(&p[..p.len() / 2], &ok, &PreprocessSpec::default()),
             Err(ApiError::CorruptImage { .. })
         ));
+    }
+
+    #[test]
+    fn sixteen_bit_images_are_refused_by_default_and_costed_when_allowed() {
+        let img = image::ImageBuffer::<image::Rgba<u16>, _>::new(64, 32);
+        let mut p = Cursor::new(Vec::new());
+        img.write_to(&mut p, ImageFormat::Png).unwrap();
+        let p = p.into_inner();
+        assert!(matches!(
+            check(&p, 1_000_000),
+            Err(ApiError::BitDepthTooHigh { bits: 16, limit: 8 })
+        ));
+        let wide = ImageLimits {
+            max_pixels: 1_000_000,
+            max_bit_depth: 16,
+        };
+        let spec = PreprocessSpec::default();
+        let a = inspect(&p, &wide, &spec).unwrap();
+        let cost = |w, h, c, o, prog| decode_cost(w, h, c, o, prog, &spec);
+        assert_eq!(
+            a.cost,
+            cost(64, 32, ColorType::Rgba16, Orientation::NoTransforms, false)
+        );
+        prepare(&p, &a, &spec).unwrap();
+        // 7000x7000 RGBA16 (issue 11's bomb): 392 MB decoded plus 147 MB of RGB.
+        let bomb = cost(
+            7000,
+            7000,
+            ColorType::Rgba16,
+            Orientation::NoTransforms,
+            false,
+        );
+        assert_eq!(bomb, 49_000_000 * 8 + 49_000_000 * 3);
+        // 8-bit RGB: the decoded image is the RGB one; rotation copies it; progressive adds
+        // 2 bytes per sample.
+        let px = 6_000 * 4_000u64;
+        let rgb = |o, prog| cost(6_000, 4_000, ColorType::Rgb8, o, prog);
+        assert!(rgb(Orientation::NoTransforms, false) < px * 4);
+        assert_eq!(rgb(Orientation::Rotate90, false), px * 6);
+        assert_eq!(rgb(Orientation::NoTransforms, true), px * 9);
+    }
+
+    #[test]
+    fn progressive_jpegs_are_told_apart() {
+        let baseline = {
+            let mut out = Cursor::new(Vec::new());
+            image::RgbImage::new(16, 16)
+                .write_to(&mut out, ImageFormat::Jpeg)
+                .unwrap();
+            out.into_inner()
+        };
+        assert!(!jpeg_is_progressive(&baseline));
+        let pos = baseline.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut progressive = baseline.clone();
+        progressive[pos + 1] = 0xC2;
+        assert!(jpeg_is_progressive(&progressive));
+        assert!(!jpeg_is_progressive(b"\xFF\xD8\xFF"));
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub const DEFAULT_MAX_REQUEST_SIZE: usize = 6_553_500;
 /// Largest decoded image we accept (pixels); larger headers are rejected before decoding.
 /// 50 MP covers any phone camera; a 1 GB RGBA bomb would need 250 MP.
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 50_000_000;
+/// Bits per channel accepted by default: 8. The model sees 8-bit RGB, so a 16-bit image only
+/// doubles the decode cost (a 7000x7000 16-bit RGBA PNG of 381 KB decodes to 392 MB, issue 11).
+pub const DEFAULT_MAX_IMAGE_BIT_DEPTH: u8 = 8;
+/// Bytes all concurrent decodes may hold (512 MiB): one 8-bit image at `max_image_pixels` of any
+/// kind fits (50 MP progressive JPEG: 450 MB with its coefficients); larger images are refused,
+/// concurrent ones wait their turn. The server's memory is bounded by its idle size plus this
+/// plus `connection_limit` x `max_request_size` of bodies being read.
+pub const DEFAULT_DECODE_MEMORY_BUDGET: u64 = 512 * 1024 * 1024;
+/// Open connections per listener (inference, management, metrics each); more wait in the
+/// kernel's accept queue until one closes.
+pub const DEFAULT_CONNECTION_LIMIT: usize = 256;
 
 /// A model to load at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +61,21 @@ pub struct ServeSettings {
     pub workers: usize,
     pub max_request_size: usize,
     pub max_image_pixels: u64,
+    /// Bits per channel a request's image may have (8 or 16), checked from the header.
+    pub max_image_bit_depth: u8,
+    /// Bytes of decoded pixels (and their conversions) all requests may hold at once.
+    pub decode_memory_budget: u64,
+    /// How long a request waits for decode budget before a 503 + `Retry-After`.
+    pub decode_queue_timeout: Duration,
+    /// Open connections per listener.
+    pub connection_limit: usize,
+    /// Time a connection has to send a complete request head, from when it is accepted or sends
+    /// the first byte of the next request (trickling does not extend it).
+    pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may sit idle after a response.
+    pub idle_timeout: Duration,
+    /// Time to receive a request body.
+    pub body_read_timeout: Duration,
     /// Requests waiting for a batch slot; beyond it 503 + `Retry-After`.
     pub job_queue_size: usize,
     /// Per-request limit from arrival to response.
@@ -144,6 +170,43 @@ const KEYS: &[Key] = &[
         name: "max_image_pixels",
         env: env_vars::WMS_SERVE_MAX_IMAGE_PIXELS,
         default: Some("50000000"),
+    },
+    Key {
+        name: "max_image_bit_depth",
+        env: env_vars::WMS_SERVE_MAX_IMAGE_BIT_DEPTH,
+        default: Some("8"),
+    },
+    Key {
+        name: "decode_memory_budget",
+        env: env_vars::WMS_SERVE_DECODE_MEMORY_BUDGET,
+        default: Some("536870912"),
+    },
+    Key {
+        name: "decode_queue_timeout",
+        env: env_vars::WMS_SERVE_DECODE_QUEUE_TIMEOUT,
+        default: Some("10"),
+    },
+    Key {
+        name: "connection_limit",
+        env: env_vars::WMS_SERVE_CONNECTION_LIMIT,
+        default: Some("256"),
+    },
+    Key {
+        name: "header_read_timeout",
+        env: env_vars::WMS_SERVE_HEADER_READ_TIMEOUT,
+        default: Some("10"),
+    },
+    Key {
+        // Above the 60 s upstream keep-alive of common proxies (AWS ALB, ingress-nginx), so
+        // the proxy, not us, closes an idle pooled connection and never reuses a dying one.
+        name: "idle_timeout",
+        env: env_vars::WMS_SERVE_IDLE_TIMEOUT,
+        default: Some("75"),
+    },
+    Key {
+        name: "body_read_timeout",
+        env: env_vars::WMS_SERVE_BODY_READ_TIMEOUT,
+        default: Some("60"),
     },
     Key {
         name: "job_queue_size",
@@ -355,11 +418,32 @@ impl ServeSettings {
             workers,
             max_request_size: positive("max_request_size")? as usize,
             max_image_pixels: positive("max_image_pixels")?,
+            max_image_bit_depth: bit_depth(get("max_image_bit_depth"))?,
+            decode_memory_budget: positive("decode_memory_budget")?,
+            decode_queue_timeout: Duration::from_secs(positive("decode_queue_timeout")?),
+            connection_limit: positive("connection_limit")? as usize,
+            header_read_timeout: Duration::from_secs(positive("header_read_timeout")?),
+            idle_timeout: Duration::from_secs(positive("idle_timeout")?),
+            body_read_timeout: Duration::from_secs(positive("body_read_timeout")?),
             job_queue_size: positive("job_queue_size")? as usize,
             response_timeout: Duration::from_secs(positive("default_response_timeout")?),
             shutdown_timeout: Duration::from_secs(non_negative("shutdown_timeout")?),
             threads,
         })
+    }
+}
+
+/// 8 or 16: the depths JPEG and PNG decode to (PNG's 1, 2 and 4 bits are widened to 8).
+fn bit_depth(r: Option<Raw>) -> Result<u8, SettingsError> {
+    let r = r.expect("max_image_bit_depth has a default");
+    match r.value.trim() {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err(invalid(
+            &r,
+            "max_image_bit_depth",
+            "expected 8 or 16".into(),
+        )),
     }
 }
 
@@ -511,6 +595,37 @@ mod tests {
         assert_eq!(s.job_queue_size, 100);
         assert_eq!(s.response_timeout, Duration::from_secs(120));
         assert_eq!(s.max_request_size, DEFAULT_MAX_REQUEST_SIZE);
+        assert_eq!(s.max_image_bit_depth, DEFAULT_MAX_IMAGE_BIT_DEPTH);
+        assert_eq!(s.decode_memory_budget, DEFAULT_DECODE_MEMORY_BUDGET);
+        assert_eq!(s.connection_limit, DEFAULT_CONNECTION_LIMIT);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.idle_timeout, Duration::from_secs(75));
+    }
+
+    #[test]
+    fn admission_keys_come_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.properties");
+        fs_err::write(
+            &cfg,
+            "max_image_bit_depth=16\ndecode_memory_budget=1000000\nconnection_limit=3\nheader_read_timeout=2\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [(env_vars::WMS_SERVE_IDLE_TIMEOUT, "4")].into();
+        let mut a = args();
+        a.config = Some(cfg.clone());
+        let s = ServeSettings::resolve(&a, |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.max_image_bit_depth, 16);
+        assert_eq!(s.decode_memory_budget, 1_000_000);
+        assert_eq!(s.connection_limit, 3);
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.idle_timeout, Duration::from_secs(4));
+        fs_err::write(&cfg, "max_image_bit_depth=12\n").unwrap();
+        let err = ServeSettings::resolve(&a, no_env).unwrap_err().to_string();
+        assert!(
+            err.contains("max_image_bit_depth") && err.contains("8 or 16"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -601,6 +716,12 @@ mod tests {
             config: Some(path),
             ..args()
         };
-        ServeSettings::resolve(&a, no_env).unwrap();
+        let s = ServeSettings::resolve(&a, no_env).unwrap();
+        // Issue 11: only inference faces the network by default.
+        assert!(s.inference_address.ip().is_unspecified());
+        assert!(s.management_address.ip().is_loopback());
+        assert!(s.metrics_address.ip().is_loopback());
+        assert_eq!(s.max_image_bit_depth, DEFAULT_MAX_IMAGE_BIT_DEPTH);
+        assert_eq!(s.decode_memory_budget, DEFAULT_DECODE_MEMORY_BUDGET);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use super::admission::DecodeBudget;
 use super::batcher::{BatchConfig, Batcher};
 use super::engine::{Engine, EngineError};
 use super::metrics::{Metrics, ModelLabels};
@@ -17,6 +18,8 @@ pub type SharedState = Arc<AppState>;
 pub struct Limits {
     pub max_request_size: usize,
     pub max_image_pixels: u64,
+    pub max_image_bit_depth: u8,
+    pub body_read_timeout: Duration,
     pub response_timeout: Duration,
 }
 
@@ -43,6 +46,8 @@ pub struct AppState {
     pub models: Vec<LoadedModel>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Bytes of decoded pixels all requests hold at once.
+    pub decode_budget: DecodeBudget,
     pub batching: BatchConfig,
     ready: AtomicBool,
 }
@@ -73,8 +78,14 @@ impl AppState {
             limits: Limits {
                 max_request_size: settings.max_request_size,
                 max_image_pixels: settings.max_image_pixels,
+                max_image_bit_depth: settings.max_image_bit_depth,
+                body_read_timeout: settings.body_read_timeout,
                 response_timeout: settings.response_timeout,
             },
+            decode_budget: DecodeBudget::new(
+                settings.decode_memory_budget,
+                settings.decode_queue_timeout,
+            ),
             batching,
             ready: AtomicBool::new(false),
         })

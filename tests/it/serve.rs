@@ -17,6 +17,7 @@ use image::{GrayImage, ImageFormat, Rgb, RgbImage};
 use tower::ServiceExt;
 use wms::checkpoint::PreprocessSpec;
 use wms::cli::serve::ServeArgs;
+use wms::env_vars;
 use wms::model::ModelSpec;
 use wms::serve::{AppState, Engine, ServeSettings, SharedState, inference, management, metrics};
 
@@ -358,6 +359,11 @@ async fn bad_inputs_get_a_4xx_json_error_and_the_server_stays_healthy() {
             png_header_claiming(100_000, 100_000),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
+        (
+            "16-bit PNG (max_image_bit_depth 8)",
+            png_rgba16_zeros(64, 48),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ];
     for (what, body, want) in cases {
         let resp = app
@@ -515,9 +521,15 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// With `WMS_SERVE_*` variables (the `config.properties` keys without flags).
+    fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let model = fixture_model(dir.path());
         let mut child = bin("wms-serve")
+            .envs(env.iter().copied())
             .arg("--model")
             .arg(&model)
             .args([
@@ -569,6 +581,31 @@ impl Server {
             assert!(Instant::now() < deadline, "wms-serve not healthy in 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A `kB` line of `/proc/<pid>/status`, in bytes: `VmHWM` (peak resident) or `VmRSS`.
+    fn memory(&self, key: &str) -> u64 {
+        let status = fs_err::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in /proc/pid/status"));
+        line.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    }
+
+    /// Sockets the server process holds open (its listeners and accepted connections).
+    fn open_sockets(&self) -> usize {
+        fs_err::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|l| l.to_string_lossy().starts_with("socket:"))
+            .count()
     }
 
     fn sigterm(&self) {
@@ -1027,4 +1064,250 @@ print(json.dumps(js["metadata"]))
     assert_eq!(differing, 0, "handler and library masks differ");
     let coverage = meta["coverage"].as_f64().unwrap();
     assert!(coverage > 0.05 && coverage < 0.95, "coverage {coverage}");
+}
+
+/// A zero-filled 16-bit RGBA PNG: it compresses about 1000:1, so a few hundred KB claim
+/// `w*h*8` bytes of pixels (issue 11's attack: 7000x7000 is 381 KB and decodes to 392 MB).
+fn png_rgba16_zeros(w: u32, h: u32) -> Vec<u8> {
+    use image::ImageEncoder as _;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let pixels = vec![0u8; w as usize * h as usize * 8];
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::NoFilter)
+        .write_image(&pixels, w, h, image::ExtendedColorType::Rgba16)
+        .unwrap();
+    out
+}
+
+/// Issue 11's 7000x7000 16-bit RGBA PNG, built once for the tests that send it.
+fn issue11_bomb() -> Arc<Vec<u8>> {
+    static BOMB: std::sync::OnceLock<Arc<Vec<u8>>> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| {
+        let png = png_rgba16_zeros(7000, 7000);
+        assert!(
+            png.len() < 1_000_000,
+            "the bomb must fit max_request_size: {} bytes",
+            png.len()
+        );
+        Arc::new(png)
+    })
+    .clone()
+}
+
+const MB: u64 = 1_000_000;
+
+/// Sends each body at once, with one normal photo among them; returns the attack responses
+/// (status, body) and asserts the normal photo was answered.
+async fn send_at_once(server: &Server, bodies: Vec<Vec<u8>>) -> Vec<(StatusCode, String)> {
+    let client = client();
+    let url = format!("{}/predictions/meters", server.inference);
+    let send = |body: Vec<u8>| {
+        let req = client
+            .post(&url)
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let normal = client.post(&url).body(jpeg(640, 480)).send();
+    let (attacks, normal) = tokio::join!(
+        futures_util::future::join_all(bodies.into_iter().map(send)),
+        normal
+    );
+    assert_eq!(normal.unwrap().status(), reqwest::StatusCode::OK);
+    attacks
+}
+
+/// A one-line JSON error of `status` and TorchServe `type`.
+fn assert_json_error(status: StatusCode, body: &str, want: StatusCode, kind: &str) {
+    assert_eq!(status, want, "{body}");
+    assert!(!body.trim_end().contains('\n'), "one line: {body}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["code"], want.as_u16(), "{v}");
+    assert_eq!(v["type"], kind, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("hint:"), "{v}");
+}
+
+/// Issue 11 (3): six 381 KB PNGs that decode to 392 MB each took the server from 34 MB to
+/// 3.0 GB. Now the header's bit depth refuses them before a pixel is allocated, while a normal
+/// request is answered, and the server's peak memory stays within 100 MB of its idle size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue11_huge_16bit_png_is_refused_before_decode() {
+    let bomb = issue11_bomb();
+    let server = Server::start(&[]);
+    server.wait_healthy(&client()).await;
+    let idle = server.memory("VmRSS");
+    let replies = send_at_once(&server, vec![bomb.to_vec(); 6]).await;
+    for (status, body) in replies {
+        assert_json_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UnsupportedBitDepth",
+        );
+    }
+    let peak = server.memory("VmHWM");
+    eprintln!(
+        "issue11 bit depth: idle RSS {} MB, peak {} MB",
+        idle / MB,
+        peak / MB
+    );
+    assert!(
+        peak < idle + 100 * MB,
+        "peak RSS {} MB, idle {} MB",
+        peak / MB,
+        idle / MB
+    );
+}
+
+/// Issue 11 (3): with 16-bit images allowed, the decode memory budget is what bounds memory:
+/// an image costing more than the whole budget is refused (413) from its header, and six that
+/// fit one at a time are decoded one at a time, so the peak stays near idle + budget instead of
+/// six decodes at once (6 x 132 MB), while a normal request is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue11_decode_budget_bounds_memory_of_concurrent_large_images() {
+    let bomb = issue11_bomb();
+    let budget = 150 * MB;
+    let budget_env = budget.to_string();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            (env_vars::WMS_SERVE_MAX_IMAGE_BIT_DEPTH, "16"),
+            (env_vars::WMS_SERVE_DECODE_MEMORY_BUDGET, &budget_env),
+            (env_vars::WMS_SERVE_DECODE_QUEUE_TIMEOUT, "60"),
+        ],
+    );
+    server.wait_healthy(&client()).await;
+    let idle = server.memory("VmRSS");
+    let replies = send_at_once(&server, vec![bomb.to_vec(); 2]).await;
+    for (status, body) in replies {
+        assert_json_error(
+            status,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ImageTooLarge",
+        );
+    }
+    // 4000x3000 RGBA16: 96 MB decoded + 36 MB of RGB = 132 MB each.
+    let large = png_rgba16_zeros(4000, 3000);
+    let replies = send_at_once(&server, vec![large; 6]).await;
+    for (status, body) in &replies {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    let peak = server.memory("VmHWM");
+    eprintln!(
+        "issue11 budget {} MB: idle RSS {} MB, peak {} MB",
+        budget / MB,
+        idle / MB,
+        peak / MB
+    );
+    assert!(
+        peak < idle + budget + 60 * MB,
+        "peak RSS {} MB, idle {} MB, budget {} MB",
+        peak / MB,
+        idle / MB,
+        budget / MB
+    );
+}
+
+/// One raw connection that sends `head` and then one more header line every 200 ms; returns
+/// how long the server kept it open (it never completes the head).
+async fn trickle_headers(addr: String, head: &'static str) -> Duration {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < Duration::from_secs(60) {
+        tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if stream.write_all(b"X-Trickle: 1\r\n").await.is_err() {
+                    return started.elapsed();
+                }
+            }
+        }
+    }
+    started.elapsed()
+}
+
+/// Issue 11 (4): 20 connections trickling headers stayed open 70 s+. Now each is closed
+/// `header_read_timeout` after it is accepted, at most `connection_limit` are open at once
+/// (the rest wait to be accepted), a stalled body gets a 408, and a normal request still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue11_slow_headers_are_cut_off_and_connections_are_limited() {
+    let limit = 4;
+    let server = Server::start_with_env(
+        &[],
+        &[
+            (env_vars::WMS_SERVE_HEADER_READ_TIMEOUT, "1"),
+            (env_vars::WMS_SERVE_IDLE_TIMEOUT, "1"),
+            (env_vars::WMS_SERVE_BODY_READ_TIMEOUT, "1"),
+            (env_vars::WMS_SERVE_CONNECTION_LIMIT, "4"),
+        ],
+    );
+    {
+        // A client of its own, so its pooled connection is gone before we count.
+        server.wait_healthy(&client()).await;
+    }
+    let addr = server.inference.trim_start_matches("http://").to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle_sockets = server.open_sockets();
+
+    let mut tricklers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        tricklers.spawn(trickle_headers(
+            addr.clone(),
+            "POST /predictions/meters HTTP/1.1\r\nHost: wms\r\n",
+        ));
+    }
+    let mut most_open = 0;
+    let mut open_times = Vec::new();
+    while open_times.len() < 20 {
+        most_open = most_open.max(server.open_sockets().saturating_sub(idle_sockets));
+        tokio::select! {
+            Some(r) = tricklers.join_next() => open_times.push(r.unwrap()),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let longest = open_times.iter().max().unwrap();
+    eprintln!("issue11 trickle: most open {most_open}, longest open {longest:?}");
+    assert!(most_open <= limit, "{most_open} connections open at once");
+    // 20 connections, 4 at a time, each cut 1-1.25 s after it is accepted.
+    assert!(
+        *longest < Duration::from_secs(15),
+        "a trickling connection stayed open {longest:?}"
+    );
+
+    // A complete head with a body that never arrives: 408 after body_read_timeout.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"POST /predictions/meters HTTP/1.1\r\nHost: wms\r\nContent-Length: 1000\r\n\r\n\xFF\xD8")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+            .await
+            .expect("the server answers a stalled body")
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("\"RequestTimeout\""), "{reply}");
+    }
+
+    let resp = client()
+        .post(format!("{}/predictions/meters", server.inference))
+        .body(jpeg(320, 240))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
 }
