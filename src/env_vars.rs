@@ -103,6 +103,19 @@ pub const AWS_ENDPOINT_URL_STS: &str = "AWS_ENDPOINT_URL_STS";
 /// Endpoint override for every AWS service (honoured by the AWS SDK).
 pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 
+// dvc trust (#11)
+/// `wms data push|pull` (`--trust-endpoint`): `1` lets the `endpointurl` that the repository's
+/// `.dvc/config` or `.dvc/config.local` sets receive the signed S3 requests. Unset, such an
+/// endpoint is refused: the repository would choose where requests signed with the workflow's
+/// AWS credentials go.
+pub const WMS_DVC_TRUST_ENDPOINT: &str = "WMS_DVC_TRUST_ENDPOINT";
+/// `wms data push|pull` (`--endpoint-url`): the S3 endpoint, chosen by the workflow; it replaces
+/// any `endpointurl` from the repository.
+pub const WMS_DVC_ENDPOINT_URL: &str = "WMS_DVC_ENDPOINT_URL";
+/// `wms data push|pull` (`--allow-http`): `1` allows a plain `http://` endpoint on a host that is
+/// not loopback (the requests, session token included, would cross the network unencrypted).
+pub const WMS_DVC_ALLOW_HTTP: &str = "WMS_DVC_ALLOW_HTTP";
+
 // wms-serve admission (#11): each overrides the `config.properties` key of the same name (see
 // `serve::settings` for units and defaults).
 /// `max_image_bit_depth`: bits per channel a request's image may have (8 or 16).
@@ -119,3 +132,8 @@ pub const WMS_SERVE_HEADER_READ_TIMEOUT: &str = "WMS_SERVE_HEADER_READ_TIMEOUT";
 pub const WMS_SERVE_IDLE_TIMEOUT: &str = "WMS_SERVE_IDLE_TIMEOUT";
 /// `body_read_timeout`: seconds to receive a request body.
 pub const WMS_SERVE_BODY_READ_TIMEOUT: &str = "WMS_SERVE_BODY_READ_TIMEOUT";
+
+// build-image (#12)
+/// Seconds since the epoch used for every timestamp of a reproducible build
+/// (reproducible-builds.org's convention); unset means now.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";

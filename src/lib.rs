@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod mlflow;
 pub mod model;
+pub mod oci;
 pub mod onnx;
 pub mod ort_runtime;
 pub mod pth;

@@ -26,6 +26,8 @@ enum Command {
     /// Decide from the event's commits whether to train and/or deploy: named path filters over
     /// a git diff, DVC data deltas, step outputs and a job summary.
     DetectChanges(wms::cli::detect::DetectArgs),
+    /// Build a daemonless, reproducible OCI image of wms-serve + ONNX Runtime + one model.
+    BuildImage(wms::cli::image::BuildImageArgs),
     /// Show which native runtimes this installation finds (ONNX Runtime) and where.
     Doctor,
     /// Export a checkpoint to ONNX (BatchNorm folded), optionally check it in ONNX Runtime and
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Aws(args) => wms::cli::aws::run(args),
+        Command::BuildImage(args) => wms::cli::image::run(args),
         Command::Data(args) => wms::cli::data::run(args),
         Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Doctor => {

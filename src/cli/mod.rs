@@ -6,6 +6,7 @@ pub mod data;
 pub mod detect;
 pub mod export;
 pub mod gate;
+pub mod image;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;

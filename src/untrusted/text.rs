@@ -95,12 +95,15 @@ pub fn md_text(s: &str) -> String {
 /// A complete Markdown code span showing `s`, safe in running text and in a table cell (a `|` is
 /// written `\|`, which GitHub's table parser turns back into `|`).
 pub fn md_code(s: &str) -> String {
+    if s.is_empty() {
+        return "` `".into();
+    }
     let safe = for_log(s).replace('|', "\\|");
     let longest_run = safe.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest_run + 1);
     // CommonMark strips one space on each side, so padding keeps a leading or trailing backtick
-    // from merging with the fence; an empty span is written as one space.
-    let pad = if safe.is_empty() || safe.starts_with('`') || safe.ends_with('`') {
+    // from merging with the fence.
+    let pad = if safe.starts_with('`') || safe.ends_with('`') {
         " "
     } else {
         ""

@@ -1,0 +1,328 @@
+//! `wms build-image`: flags, or the `build-image` action's `INPUT_*` when a flag is absent,
+//! resolved into [`ImageSettings`]; the build itself is [`crate::oci`]. Outputs: `digest`,
+//! `image` (`name@digest`), `tags`, `compressed_size` as step outputs and as one JSON object on
+//! the last line of stdout; the layers and their sizes in the job summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::env_vars;
+use crate::exit::UsageError;
+use crate::github::actions::Actions;
+use crate::oci::{self, Base, ImageInputs};
+use crate::untrusted::text::md_code;
+
+/// `org.opencontainers.image.licenses` unless `--licenses` says otherwise.
+pub const DEFAULT_LICENSES: &str = "MIT OR Apache-2.0";
+
+#[derive(Debug, clap::Args)]
+pub struct BuildImageArgs {
+    /// The ONNX model to serve (from `wms export-onnx`). Action input: `model`.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// REGISTRY/REPO:TAG to name the image (repeatable). Action input: `tags` (one per line).
+    #[arg(long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+    /// `scratch`: the image carries the runtime libraries of this machine [default: scratch].
+    /// Action input: `base`.
+    #[arg(long, value_name = "REF|scratch")]
+    pub base: Option<String>,
+    /// config.properties for wms-serve [default: the one in torchserve/]. Action input: `config`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write the image into this OCI image layout directory. Action input: `oci-layout`.
+    #[arg(long, value_name = "DIR")]
+    pub oci_layout: Option<PathBuf>,
+    /// Target platform; only linux/amd64 today. Action input: `platform`.
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// The wms-serve binary to package [default: the one next to this `wms`].
+    #[arg(long, value_name = "FILE")]
+    pub serve_binary: Option<PathBuf>,
+    /// `org.opencontainers.image.revision` [default: the model's git sha, else $GITHUB_SHA].
+    #[arg(long, value_name = "SHA")]
+    pub revision: Option<String>,
+    /// `org.opencontainers.image.source` [default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY].
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// `org.opencontainers.image.licenses` [default: MIT OR Apache-2.0].
+    #[arg(long, value_name = "SPDX")]
+    pub licenses: Option<String>,
+}
+
+/// What the command does, after flags, action inputs and the environment are merged.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    pub inputs: ImageInputs,
+    pub tags: Vec<ImageRef>,
+    pub oci_layout: Option<PathBuf>,
+}
+
+/// `REGISTRY/REPO:TAG` split into the name and the tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub name: String,
+    pub tag: String,
+}
+
+impl ImageRef {
+    /// Parses a tag reference; digests and missing tags are usage errors (a tag names what we
+    /// push; downstream pins the digest we print).
+    pub fn parse(text: &str) -> Result<Self, UsageError> {
+        let bad = |why: &str| {
+            UsageError::new(format!(
+                "--tag {}: {why}; hint: write REGISTRY/REPO:TAG, e.g. 127.0.0.1:5000/meters:v3",
+                crate::untrusted::text::for_log(text)
+            ))
+        };
+        if text.contains('@') {
+            return Err(bad("a digest cannot be a tag"));
+        }
+        let slash = text.rfind('/').map_or(0, |i| i + 1);
+        let Some(colon) = text[slash..].rfind(':').map(|i| i + slash) else {
+            return Err(bad("no tag"));
+        };
+        let (name, tag) = (&text[..colon], &text[colon + 1..]);
+        // The distribution spec's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        let name_ok = !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'.' | b'_' | b'-' | b'/' | b':')
+            });
+        if !tag_ok {
+            return Err(bad(
+                "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+            ));
+        }
+        if !name_ok {
+            return Err(bad("the repository name must be lowercase [a-z0-9._-/]"));
+        }
+        Ok(ImageRef {
+            name: name.into(),
+            tag: tag.into(),
+        })
+    }
+}
+
+impl ImageSettings {
+    /// Flags win; an absent flag falls back to the action input of the same name (`input`),
+    /// then to the environment (`env`).
+    pub fn resolve(
+        args: BuildImageArgs,
+        input: impl Fn(&str) -> Option<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, UsageError> {
+        let BuildImageArgs {
+            model,
+            tags,
+            base,
+            config,
+            oci_layout,
+            platform,
+            serve_binary,
+            revision,
+            source,
+            licenses,
+        } = args;
+        let model = model
+            .or_else(|| input("model").map(PathBuf::from))
+            .ok_or_else(|| {
+                UsageError::new("no model; hint: pass --model model.onnx (from `wms export-onnx`)")
+            })?;
+        let tags: Vec<String> = if tags.is_empty() {
+            input("tags")
+                .map(|t| {
+                    t.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            tags
+        };
+        let tags = tags
+            .iter()
+            .map(|t| ImageRef::parse(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = match base.or_else(|| input("base")).as_deref() {
+            None | Some("scratch") => Base::Scratch,
+            Some(other) => {
+                return Err(UsageError::new(format!(
+                    "--base {}: only `scratch` is supported by this version; hint: omit --base",
+                    crate::untrusted::text::for_log(other)
+                )));
+            }
+        };
+        let platform = platform
+            .or_else(|| input("platform"))
+            .unwrap_or_else(|| oci::PLATFORM.into());
+        if platform != oci::PLATFORM {
+            return Err(UsageError::new(format!(
+                "--platform {}: only {} can be built; hint: omit --platform",
+                crate::untrusted::text::for_log(&platform),
+                oci::PLATFORM
+            )));
+        }
+        let oci_layout = oci_layout.or_else(|| input("oci-layout").map(PathBuf::from));
+        if oci_layout.is_none() {
+            return Err(UsageError::new(
+                "nowhere to put the image; hint: pass --oci-layout DIR",
+            ));
+        }
+        let created = match env(env_vars::SOURCE_DATE_EPOCH) {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                UsageError::new(format!(
+                    "{}={}: not a number of seconds; hint: use `git log -1 --format=%ct`",
+                    env_vars::SOURCE_DATE_EPOCH,
+                    crate::untrusted::text::for_log(&v)
+                ))
+            })?,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let config = config.or_else(|| input("config").map(PathBuf::from));
+        let serve_binary = match serve_binary {
+            Some(p) => p,
+            None => sibling_binary("wms-serve")?,
+        };
+        let ort_library =
+            crate::ort_runtime::locate().map_err(|e| UsageError::new(e.to_string()))?;
+        let source = source.or_else(|| {
+            let server = env(env_vars::GITHUB_SERVER_URL)?;
+            let repo = env(env_vars::GITHUB_REPOSITORY)?;
+            Some(format!("{server}/{repo}"))
+        });
+        Ok(ImageSettings {
+            inputs: ImageInputs {
+                model,
+                config,
+                serve_binary,
+                ort_library,
+                base,
+                created,
+                revision: revision.or_else(|| env(env_vars::GITHUB_SHA)),
+                source,
+                licenses: licenses.unwrap_or_else(|| DEFAULT_LICENSES.into()),
+            },
+            tags,
+            oci_layout,
+        })
+    }
+}
+
+/// A binary installed next to the running `wms`.
+fn sibling_binary(name: &str) -> Result<PathBuf, UsageError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| UsageError::new(format!("cannot find the running wms: {e}")))?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(UsageError::new(format!(
+            "{} not found next to wms; hint: pass --serve-binary PATH",
+            path.display()
+        )))
+    }
+}
+
+pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
+    let gh = Actions::from_env();
+    let settings = ImageSettings::resolve(args, crate::github::actions::input, |k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })?;
+    let image = oci::build(&settings.inputs).context("cannot build the image")?;
+    if let Some(dir) = &settings.oci_layout {
+        let refs: Vec<String> = settings.tags.iter().map(|t| t.tag.clone()).collect();
+        oci::layout::write_layout(dir, &image, &refs)
+            .with_context(|| format!("cannot write {}", dir.display()))?;
+        tracing::info!(layout = %dir.display(), digest = image.digest(), "image written");
+    }
+    report(&gh, &settings, &image, settings.oci_layout.as_deref())
+}
+
+fn report(
+    gh: &Actions,
+    settings: &ImageSettings,
+    image: &oci::BuiltImage,
+    layout: Option<&Path>,
+) -> anyhow::Result<()> {
+    let image_ref = settings
+        .tags
+        .first()
+        .map(|t| format!("{}@{}", t.name, image.digest()))
+        .unwrap_or_default();
+    let tags: Vec<String> = settings
+        .tags
+        .iter()
+        .map(|t| format!("{}:{}", t.name, t.tag))
+        .collect();
+    let size = image.compressed_size();
+    gh.set_output("digest", image.digest())?;
+    gh.set_output("image", &image_ref)?;
+    gh.set_output("tags", &tags.join("\n"))?;
+    gh.set_output("compressed_size", &size.to_string())?;
+    let mut summary = format!(
+        "### Image {}\n\n| layer | digest | compressed | uncompressed |\n|---|---|---:|---:|\n",
+        md_code(image.digest())
+    );
+    for l in &image.layers {
+        summary.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            l.role,
+            md_code(&l.digest[..19]),
+            l.size,
+            l.uncompressed_size
+        ));
+    }
+    summary.push_str(&format!("\nCompressed size: {size} bytes.\n"));
+    gh.append_summary(&summary)?;
+    let json = serde_json::json!({
+        "digest": image.digest(),
+        "image": image_ref,
+        "tags": tags,
+        "compressed_size": size,
+        "layers": image.layers,
+        "oci_layout": layout.map(|p| p.display().to_string()),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_parsed_and_bad_ones_named() {
+        assert_eq!(
+            ImageRef::parse("127.0.0.1:5000/meters/unet:v3").unwrap(),
+            ImageRef {
+                name: "127.0.0.1:5000/meters/unet".into(),
+                tag: "v3".into()
+            }
+        );
+        for bad in [
+            "127.0.0.1:5000/meters",
+            "x@sha256:00",
+            "Up/x:v",
+            "x:-v",
+            "x:a\nb",
+        ] {
+            let err = ImageRef::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("--tag "), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+}
