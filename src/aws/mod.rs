@@ -14,6 +14,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sts::error::DisplayErrorContext;
 
 use crate::github::actions::{Actions, ActionsError};
+use crate::untrusted::redact;
 
 /// The audience AWS expects in GitHub's OIDC token.
 pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
@@ -131,6 +132,7 @@ fn endpoint_for_messages(target: &Target) -> String {
         .clone()
         .or_else(|| std::env::var(crate::env_vars::AWS_ENDPOINT_URL_STS).ok())
         .or_else(|| std::env::var(crate::env_vars::AWS_ENDPOINT_URL).ok())
+        .map(|url| redact::url(&url).into_owned())
         .unwrap_or_else(|| "the default STS endpoint".into())
 }
 
@@ -157,8 +159,8 @@ pub async fn fetch_github_token(
 ) -> Result<String, AwsError> {
     let url = token_url(base_url, audience);
     let fail = |message: String, hint: &'static str| AwsError::Token {
-        url: base_url.to_string(),
-        message,
+        url: redact::url(base_url).into_owned(),
+        message: redact::text(&message).into_owned(),
         hint,
     };
     let client = reqwest::Client::builder()
@@ -240,7 +242,7 @@ pub async fn assume_role_with_github_oidc(
         .map_err(|e| AwsError::Sts {
             operation: "AssumeRoleWithWebIdentity",
             endpoint: endpoint_for_messages(&req.target),
-            message: DisplayErrorContext(&e).to_string(),
+            message: redact::text(&DisplayErrorContext(&e).to_string()).into_owned(),
             hint: "check the role's trust policy (token.actions.githubusercontent.com, audience, `sub` condition)",
         })?;
     let missing = |field| AwsError::Incomplete {
@@ -293,7 +295,7 @@ pub async fn caller_identity(target: &Target) -> Result<CallerIdentity, AwsError
         .map_err(|e| AwsError::Sts {
             operation: "GetCallerIdentity",
             endpoint: endpoint_for_messages(target),
-            message: DisplayErrorContext(&e).to_string(),
+            message: redact::text(&DisplayErrorContext(&e).to_string()).into_owned(),
             hint: "no usable credentials? run `wms aws assume-role` or set AWS_PROFILE / AWS_ACCESS_KEY_ID",
         })?;
     Ok(CallerIdentity {

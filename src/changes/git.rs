@@ -14,6 +14,8 @@ use git2::{Delta, DiffFindOptions, DiffOptions, ErrorCode, Oid, Repository};
 
 use super::error::ChangesError;
 use super::{ChangeKind, FileChange};
+use crate::untrusted::redact;
+use crate::untrusted::text::for_log;
 
 /// The id of git's empty tree, what a comparison "against nothing" uses as its base.
 pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -120,7 +122,8 @@ impl Git {
             Ok(()) => Ok(true),
             Err(e) if self.is_shallow() => Err(e),
             Err(e) => {
-                tracing::warn!("{e}");
+                // The error's URL is redacted already; names in it may still hold newlines.
+                tracing::warn!("{}", for_log(&e.to_string()));
                 Ok(false)
             }
         }
@@ -206,6 +209,25 @@ impl Git {
         Ok(())
     }
 
+    /// The credentials in the URLs of the repository's remotes (`https://x-access-token:…@`),
+    /// for the caller to mask before a fetch could print them.
+    pub fn remote_secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(remotes) = self.repo.remotes() else {
+            return out;
+        };
+        for name in remotes.iter().flatten() {
+            let Ok(remote) = self.repo.find_remote(name) else {
+                continue;
+            };
+            for url in [remote.url(), remote.pushurl()].into_iter().flatten() {
+                out.extend(redact::userinfo_secrets(url));
+            }
+        }
+        out.dedup();
+        out
+    }
+
     pub fn remote_name(&self) -> Option<String> {
         let remotes = self.repo.remotes().ok()?;
         let names: Vec<&str> = remotes.iter().flatten().collect();
@@ -227,11 +249,13 @@ impl Git {
                 what: what.to_string(),
             });
         };
+        // The URL may carry a token (`https://x-access-token:…@`), and libgit2 and reqwest quote
+        // URLs in their messages: neither reaches an error or a log line unredacted.
         let failed = |url: &str, message: String| ChangesError::FetchFailed {
             what: what.to_string(),
             remote: name.clone(),
-            url: url.to_string(),
-            message,
+            url: redact::url(url).into_owned(),
+            message: redact::text(&message).into_owned(),
         };
         let mut remote = self
             .repo
@@ -269,7 +293,13 @@ impl Git {
                 Some("wms detect-changes: unshallow"),
             )
         };
-        tracing::info!(remote = %name, %url, "shallow clone: fetching history for {what}");
+        let shown = redact::url(&url).into_owned();
+        tracing::info!(
+            remote = %for_log(&name),
+            url = %for_log(&shown),
+            "shallow clone: fetching history for {}",
+            for_log(what)
+        );
         let mut with_extra = refspecs.clone();
         with_extra.extend(self.extra_refspecs.iter().cloned());
         let result = match attempt(&with_extra) {
@@ -288,9 +318,9 @@ impl Git {
         })?;
         self.shallow_roots = read_shallow_roots(&self.repo);
         self.notes.push(if depth == 0 {
-            format!("wms fetched {url} to find {what}.")
+            format!("wms fetched {shown} to find {what}.")
         } else {
-            format!("The clone was shallow, so wms fetched the history of {url} to find {what}.")
+            format!("The clone was shallow, so wms fetched the history of {shown} to find {what}.")
         });
         Ok(())
     }

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 
+use crate::untrusted::redact::{self, Userinfo};
+use crate::untrusted::text::for_log;
+
 /// The user agent git hosts expect from smart HTTP clients ("git/" first).
 const USER_AGENT: &str = concat!("git/2.0 (wms/", env!("CARGO_PKG_VERSION"), ")");
 
@@ -72,16 +75,28 @@ impl SmartSubtransport for SmartHttp {
                 ));
             }
         };
+        // libgit2 hands every action the remote's URL as configured, userinfo included: the
+        // credentials are taken out here and travel as a header, also to the POSTs that go to
+        // the base `info/refs` was redirected to (as long as that is the same origin).
+        let (plain, userinfo) = redact::take_userinfo(url);
+        let credentials = userinfo.and_then(|u| {
+            let origin = reqwest::Url::parse(&plain)
+                .ok()?
+                .origin()
+                .ascii_serialization();
+            Some((u, origin))
+        });
         let base = self
             .base
             .lock()
             .ok()
             .and_then(|b| b.clone())
-            .unwrap_or_else(|| url.trim_end_matches('/').to_string());
+            .unwrap_or_else(|| plain.trim_end_matches('/').to_string());
         let headers = HEADERS.lock().map(|h| h.clone()).unwrap_or_default();
         Ok(Box::new(HttpStream {
             url: format!("{base}/{path}"),
             post,
+            credentials,
             headers,
             body: Vec::new(),
             response: None,
@@ -98,6 +113,8 @@ impl SmartSubtransport for SmartHttp {
 struct HttpStream {
     url: String,
     post: bool,
+    /// The remote URL's userinfo and the origin it may be sent to.
+    credentials: Option<(Userinfo, String)>,
     headers: Vec<String>,
     body: Vec<u8>,
     response: Option<reqwest::blocking::Response>,
@@ -125,17 +142,16 @@ impl HttpStream {
     fn send(&mut self) -> io::Result<reqwest::blocking::Response> {
         let fail = |message: String| io::Error::other(message);
         let client = client().map_err(fail)?;
-        let mut url = reqwest::Url::parse(&self.url)
-            .map_err(|e| fail(format!("bad remote URL {}: {e}", self.url)))?;
-        let credentials = (!url.username().is_empty()).then(|| {
-            let user = percent_decode(url.username());
-            let password = url.password().map(percent_decode);
-            (user, password)
-        });
         // Never send credentials inside the request line or log them.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        let (plain, _) = redact::take_userinfo(&self.url);
+        let url = reqwest::Url::parse(&plain)
+            .map_err(|e| fail(format!("bad remote URL {}: {e}", for_log(&plain))))?;
         let shown = url.to_string();
+        let credentials = self
+            .credentials
+            .as_ref()
+            .filter(|(_, origin)| *origin == url.origin().ascii_serialization())
+            .map(|(userinfo, _)| userinfo.clone());
         let mut request = if self.post {
             client
                 .post(url)
@@ -145,7 +161,7 @@ impl HttpStream {
         } else {
             client.get(url)
         };
-        if let Some((user, password)) = credentials {
+        if let Some(Userinfo { user, password }) = credentials {
             request = request.basic_auth(user, password);
         }
         for header in &self.headers {
@@ -215,39 +231,5 @@ impl Write for HttpStream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// `%XX` escapes of URL user-info, decoded (invalid escapes are kept as they are).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_info_escapes_are_decoded() {
-        assert_eq!(percent_decode("x-access-token"), "x-access-token");
-        assert_eq!(percent_decode("a%40b%3Ac"), "a@b:c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
     }
 }

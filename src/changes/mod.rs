@@ -8,6 +8,11 @@
 //! This module decides; it must not train, deploy or call GitHub's API (git is the source of
 //! truth, so there is no REST file limit), and it never writes to the repository except refs and
 //! objects a shallow-clone fetch brings.
+//!
+//! Everything it reads is untrusted (file names, `.dvc` contents, refs, filters, the remote's
+//! URL): the lists in a [`Detection`] keep exact names for scripts, and its sentences
+//! (`reasons`, `warnings`) are made safe to print where they are made; [`report`] escapes the
+//! rest for each place it writes to.
 
 pub mod dvc_delta;
 pub mod error;
@@ -22,6 +27,8 @@ pub mod report;
 use std::path::PathBuf;
 
 use serde::Serialize;
+
+use crate::untrusted::{redact, text};
 
 pub use dvc_delta::DataDelta;
 pub use error::ChangesError;
@@ -325,6 +332,8 @@ fn decide(d: Decide<'_>) -> Detection {
 
     Detection {
         event,
+        reasons: reasons.iter().map(|r| sentence(r)).collect(),
+        warnings: warnings.iter().map(|w| sentence(w)).collect(),
         base: range
             .base
             .map_or_else(|| git::EMPTY_TREE.to_string(), |b| b.to_string()),
@@ -338,9 +347,14 @@ fn decide(d: Decide<'_>) -> Detection {
         should_train,
         should_deploy,
         data_changed,
-        reasons,
-        warnings,
     }
+}
+
+/// A reason or warning as every sink may show it: it names files, refs, filters and remote URLs
+/// from the repository and the event, so credentials are removed and control characters quoted
+/// once here (stdout, annotations, the `reasons` output and the JSON report all carry it).
+fn sentence(s: &str) -> String {
+    text::for_log(&redact::text(s)).into_owned()
 }
 
 /// `a, b, c and 4 more`.

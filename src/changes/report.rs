@@ -1,7 +1,12 @@
 //! Renders a [`Detection`]: step outputs (the paths-filter names plus ours), the job-summary
 //! table, and the text or JSON a person or script reads on stdout. Decides nothing.
+//!
+//! Names come from the repository, so each is escaped for where it goes ([`crate::untrusted`]):
+//! `for_log` on stdout, `md_code`/`md_text` in the summary, JSON (which escapes them itself) in
+//! the list outputs and `--format json`. The sentences in `reasons` arrive already made safe.
 
 use crate::github::actions::{Actions, ActionsError};
+use crate::untrusted::text::{for_log, md_code, md_text};
 
 use super::Detection;
 
@@ -41,7 +46,7 @@ pub fn summary_markdown(d: &Detection) -> String {
         "`{}` → `{}` ({}): {} changed file(s).\n\n",
         short(&d.base),
         short(&d.head),
-        d.event,
+        md_text(&d.event),
         d.files.len()
     ));
     md.push_str("| decision | value |\n|---|---|\n");
@@ -54,16 +59,11 @@ pub fn summary_markdown(d: &Detection) -> String {
     }
     md.push_str("\n| filter | matched | files | examples |\n|---|---|---|---|\n");
     for f in &d.filters {
-        let examples: Vec<String> = f
-            .files
-            .iter()
-            .take(3)
-            .map(|p| format!("`{}`", cell(p)))
-            .collect();
+        let examples: Vec<String> = f.files.iter().take(3).map(|p| md_code(p)).collect();
         let more = if f.files.len() > 3 { " …" } else { "" };
         md.push_str(&format!(
-            "| `{}` | {} | {} | {}{more} |\n",
-            f.name,
+            "| {} | {} | {} | {}{more} |\n",
+            md_code(&f.name),
             bool_str(f.matched),
             f.count,
             examples.join(", ")
@@ -72,19 +72,14 @@ pub fn summary_markdown(d: &Detection) -> String {
     if !d.data.is_empty() {
         md.push_str("\n**Data changes (DVC)**\n\n");
         for delta in &d.data {
-            md.push_str(&format!("- {}\n", cell(&delta.description)));
+            md.push_str(&format!("- {}\n", md_text(&delta.description)));
         }
     }
     md.push_str("\n**Why**\n\n");
     for r in &d.reasons {
-        md.push_str(&format!("- {}\n", r));
+        md.push_str(&format!("- {}\n", md_text(r)));
     }
     md
-}
-
-/// Markdown table cells must not break the row.
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// The human report on stdout.
@@ -94,13 +89,13 @@ pub fn text(d: &Detection) -> String {
         "base {}  head {}  ({}, {} changed file(s))\n",
         short(&d.base),
         short(&d.head),
-        d.event,
+        for_log(&d.event),
         d.files.len()
     ));
     for f in &d.filters {
         out.push_str(&format!(
             "  {:<16} {:<5} {}\n",
-            f.name,
+            for_log(&f.name),
             bool_str(f.matched),
             f.count
         ));
@@ -110,8 +105,9 @@ pub fn text(d: &Detection) -> String {
         d.should_train, d.should_deploy, d.data_changed
     ));
     for delta in &d.data {
-        out.push_str(&format!("  data: {}\n", delta.description));
+        out.push_str(&format!("  data: {}\n", for_log(&delta.description)));
     }
+    // Already safe to print (see `changes::decide`).
     for r in &d.reasons {
         out.push_str(&format!("- {r}\n"));
     }

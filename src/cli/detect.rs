@@ -121,6 +121,11 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     let gh = Actions::from_env();
     let settings = DetectSettings::resolve(args, &gh)?;
     let mut git = changes::git::Git::open(&settings.request.repo)?;
+    // A token in the remote's URL is used by a shallow clone's fetch; mask it before anything
+    // (a log line, an error) could show it.
+    for secret in git.remote_secrets() {
+        gh.add_mask(&secret);
+    }
     let detection = changes::detect_in(&mut git, &settings.request)?;
     // The process ends right after; freeing libgit2's pack caches would only cost time (a
     // tenth of a run on a large repository).

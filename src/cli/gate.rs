@@ -12,6 +12,8 @@ use crate::github::actions::Actions;
 use crate::mlflow::gate::{self, Baseline, GateRules};
 use crate::mlflow::registry::{self, PRODUCTION};
 use crate::mlflow::{Client, ClientConfig};
+use crate::untrusted::redact;
+use crate::untrusted::text::for_log;
 
 /// Compare a candidate's metrics with production's.
 #[derive(Debug, clap::Args)]
@@ -141,6 +143,7 @@ impl GateSettings {
 
 pub fn run_gate(args: GateArgs) -> anyhow::Result<()> {
     let actions = Actions::from_env();
+    mask_tracking_secrets(&actions);
     let settings = GateSettings::resolve(args, |name| actions.input(name))?;
     let candidate = read_metrics(&settings.candidate)?;
     let baseline = match &settings.baseline {
@@ -197,6 +200,14 @@ fn read_metrics(path: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
         .iter()
         .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
         .collect())
+}
+
+/// Masks the MLflow credentials of the environment first thing, before a message could show
+/// one (the URI's password too: it is in the environment of later steps).
+fn mask_tracking_secrets(actions: &Actions) {
+    for secret in ClientConfig::secrets_from_env() {
+        actions.add_mask(&secret);
+    }
 }
 
 fn client_from_env(needed_by: &str) -> anyhow::Result<Client> {
@@ -272,6 +283,7 @@ impl PromoteSettings {
 
 pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
     let actions = Actions::from_env();
+    mask_tracking_secrets(&actions);
     let settings = PromoteSettings::resolve(args, |name| actions.input(name))?;
     let client = client_from_env("wms promote")?;
     match settings {
@@ -283,9 +295,10 @@ pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
             let p = registry::promote(&client, &model_name, &run_id, &artifact_path)
                 .with_context(|| format!("promoting run {run_id} as {model_name}"))?;
             tracing::info!(
-                source = p.source,
+                source = %for_log(&redact::url(&p.source)),
                 previous = p.previous.as_deref().unwrap_or("none"),
-                "{model_name} version {} is now production",
+                "{} version {} is now production",
+                for_log(&model_name),
                 p.version
             );
             actions.set_output("version", &p.version)?;
@@ -295,7 +308,10 @@ pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
         PromoteSettings::Rollback { model_name } => {
             let version = registry::rollback(&client, &model_name)
                 .with_context(|| format!("rolling back {model_name}"))?;
-            tracing::info!("{model_name} version {version} is production again");
+            tracing::info!(
+                "{} version {version} is production again",
+                for_log(&model_name)
+            );
             actions.set_output("version", &version)?;
             println!("{version}");
         }

@@ -13,8 +13,9 @@ use crate::env_vars;
 use crate::exit::UsageError;
 use crate::github::actions::{Actions, Location};
 use crate::mlflow::tracker::{self, Tracker, TrackerOptions, TrackerReport};
-use crate::mlflow::{Auth, ClientConfig, RunStatus};
+use crate::mlflow::{ClientConfig, RunStatus};
 use crate::train::{self, TrainConfig, TrainError, TrainPlan, interop};
+use crate::untrusted::text::for_log;
 
 /// Run folder when neither `--out`, the action input nor `output.dir` names one.
 pub const DEFAULT_OUT: &str = "runs/train";
@@ -181,16 +182,13 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// name) and a started run, which SIGINT/SIGTERM end as KILLED. Without it: `None`, and training
 /// runs exactly as it would without MLflow (signals included).
 fn start_tracking(plan: &TrainPlan, actions: &Actions) -> anyhow::Result<Option<Tracker>> {
+    // Masked before the settings are checked: an error about them must not show one either.
+    for secret in ClientConfig::secrets_from_env() {
+        actions.add_mask(&secret);
+    }
     let Some(cfg) = ClientConfig::from_env()? else {
         return Ok(None);
     };
-    if let Auth::Bearer(token)
-    | Auth::Basic {
-        password: token, ..
-    } = &cfg.auth
-    {
-        actions.add_mask(token);
-    }
     let opts = TrackerOptions {
         experiment: std::env::var(env_vars::MLFLOW_EXPERIMENT_NAME)
             .ok()
@@ -217,7 +215,7 @@ fn report_tracking(actions: &Actions, report: TrackerReport) -> anyhow::Result<(
         if actions.in_actions() {
             actions.warning(&message, &Location::default());
         }
-        tracing::warn!("{message}");
+        tracing::warn!("{}", for_log(&message));
     }
     Ok(())
 }

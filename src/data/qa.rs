@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::DataError;
 use super::dataset::{IMAGE_EXTENSIONS, IMAGES_DIR, MASK_EXTENSIONS, MASKS_DIR, list_by_stem};
 use super::preprocess::{decode_image_file, to_gray};
+use crate::untrusted::text::{for_log, md_code, md_text};
 
 /// Grey values strictly between these are "mid-grey": neither clearly background nor clearly
 /// foreground. JPEG-compressed masks have a thin band of such values along edges; a mask drawn
@@ -307,8 +308,11 @@ impl QaReport {
         let verdict = if self.ok { "✅ passed" } else { "❌ failed" };
         md.push_str(&format!("## Data QA: {verdict}\n\n"));
         md.push_str(&format!(
-            "`{}`: {} images, {} masks, {} valid pairs.\n\n",
-            self.root, self.images, self.masks, self.valid_pairs
+            "{}: {} images, {} masks, {} valid pairs.\n\n",
+            md_code(&self.root),
+            self.images,
+            self.masks,
+            self.valid_pairs
         ));
         md.push_str("| check | problems |\n|---|---:|\n");
         for (kind, n) in &self.counts {
@@ -317,12 +321,13 @@ impl QaReport {
         if !self.errors.is_empty() {
             md.push_str("\n| problem | files | detail |\n|---|---|---|\n");
             for e in &self.errors {
-                let files: Vec<String> = e.files.iter().map(|f| format!("`{f}`")).collect();
+                // File names (and messages quoting them) come from the data set: escaped.
+                let files: Vec<String> = e.files.iter().map(|f| md_code(f)).collect();
                 md.push_str(&format!(
                     "| {} | {} | {} |\n",
                     e.kind.as_str().replace('_', " "),
                     files.join(", "),
-                    e.message.replace('|', "\\|")
+                    md_text(&e.message)
                 ));
             }
         }
@@ -330,17 +335,58 @@ impl QaReport {
         md
     }
 
-    /// One line per issue for the terminal, the first [`SHOW_FIRST`] only.
+    /// One line per issue for the terminal, the first [`SHOW_FIRST`] only, safe to print (file
+    /// names quoted by `for_log`).
     pub fn first_lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
             .errors
             .iter()
             .take(SHOW_FIRST)
-            .map(|e| format!("{}: {}: {}", e.kind.as_str(), e.files.join(", "), e.message))
+            .map(|e| {
+                let line = format!("{}: {}: {}", e.kind.as_str(), e.files.join(", "), e.message);
+                for_log(&line).into_owned()
+            })
             .collect();
         if self.errors.len() > SHOW_FIRST {
             lines.push(format!("…and {} more", self.errors.len() - SHOW_FIRST));
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: a file name from the data set can neither add a heading or a table cell to the
+    /// summary nor a line to the terminal.
+    #[test]
+    fn issue11_file_names_cannot_break_the_report() {
+        let report = QaReport {
+            root: "data".into(),
+            images: 1,
+            masks: 0,
+            valid_pairs: 0,
+            ok: false,
+            counts: BTreeMap::new(),
+            errors: vec![QaIssue {
+                kind: IssueKind::MissingMask,
+                files: vec!["images/a|b\n# x.jpg".into()],
+                message: "no masks/a|b\n# x.png (or .jpg/.jpeg)".into(),
+            }],
+            non_binary_rule: "r".into(),
+        };
+        let md = report.to_markdown();
+        assert_eq!(md.lines().filter(|l| l.starts_with('#')).count(), 1, "{md}");
+        assert!(
+            md.contains(
+                "| missing mask | `images/a\\|b\\n# x.jpg` | no masks/a\\|b\\\\n\\# x.png \\(or .jpg/.jpeg\\) |"
+            ),
+            "{md}"
+        );
+        assert_eq!(
+            report.first_lines(),
+            ["missing_mask: images/a|b\\n# x.jpg: no masks/a|b\\n# x.png (or .jpg/.jpeg)"]
+        );
     }
 }

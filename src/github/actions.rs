@@ -5,12 +5,18 @@
 //!
 //! File-command format facts come from the runner's documentation ("Workflow commands for GitHub
 //! Actions"): single-line `name=value`, multi-line `name<<DELIM` … `DELIM`.
+//!
+//! Every annotation and group title passes through [`crate::untrusted`] here, whoever built it:
+//! URLs lose their userinfo and control characters are quoted, so a file or branch name inside a
+//! message can neither start a line of its own (a `::command::` for the runner) nor show a token.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::env_vars;
+use crate::untrusted::redact;
+use crate::untrusted::text::for_log;
 
 /// Errors from writing runner files.
 #[derive(Debug, thiserror::Error)]
@@ -166,8 +172,9 @@ impl Actions {
     }
 
     fn annotate(&self, level: Level, message: &str, at: &Location) {
+        let message = shown(message);
         if self.in_actions {
-            println!("{}", workflow_command(level, message, at));
+            println!("{}", workflow_command(level, &message, at));
             return;
         }
         let (word, style) = match level {
@@ -175,7 +182,7 @@ impl Actions {
             Level::Warning => ("warning", console::Style::new().yellow().bold()),
             Level::Notice => ("note", console::Style::new().cyan().bold()),
         };
-        let place = match (&at.file, at.line) {
+        let place = match (at.file.as_deref().map(shown), at.line) {
             (Some(f), Some(l)) => format!("{f}:{l}: "),
             (Some(f), None) => format!("{f}: "),
             _ => String::new(),
@@ -190,8 +197,9 @@ impl Actions {
 
     /// Opens a collapsible log group; it closes when the guard drops.
     pub fn group(&self, title: &str) -> Group {
+        let title = shown(title);
         if self.in_actions {
-            println!("::group::{}", escape_data(title));
+            println!("::group::{}", escape_data(&title));
         } else {
             eprintln!("{}", console::style(format!("── {title}")).bold());
         }
@@ -244,6 +252,11 @@ pub fn input(name: &str) -> Option<String> {
         .ok()
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// `s` as a log line may show it: credentials out of URLs, control characters quoted.
+fn shown(s: &str) -> String {
+    for_log(&redact::text(s)).into_owned()
 }
 
 /// Escapes a workflow-command message (`%`, CR, LF), as the runner unescapes them.
@@ -470,6 +483,15 @@ mod tests {
         gh.append_summary("# one").unwrap();
         gh.append_summary("two\n").unwrap();
         assert_eq!(fs_err::read_to_string(summary).unwrap(), "# one\ntwo\n");
+    }
+
+    #[test]
+    fn messages_lose_credentials_and_control_characters() {
+        assert_eq!(
+            shown("fetch https://x-access-token:ghs_1@github.com/o/r failed\n::warning::pwned"),
+            "fetch https://***@github.com/o/r failed\\n::warning::pwned"
+        );
+        assert_eq!(shown("::add-mask::x"), "\\u{3a}:add-mask::x");
     }
 
     #[test]

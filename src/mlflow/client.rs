@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{MlflowError, chain, hint_for};
 use crate::env_vars;
+use crate::untrusted::redact;
 
 /// Default seconds per request (MLflow's Python client uses 120).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
@@ -99,13 +100,46 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// A server at `uri`. Credentials in its userinfo (`http://user:password@host`) become basic
+    /// auth, so the URL kept, and shown in every message and output, has none.
     pub fn new(uri: impl Into<String>) -> Self {
+        let (uri, userinfo) = redact::take_userinfo(uri.into().trim_end_matches('/'));
         ClientConfig {
-            uri: uri.into().trim_end_matches('/').to_string(),
-            auth: Auth::None,
+            uri,
+            auth: userinfo.map_or(Auth::None, |u| Auth::Basic {
+                username: u.user,
+                password: u.password.unwrap_or_default(),
+            }),
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             retry: RetryPolicy::default(),
         }
+    }
+
+    /// The secrets a tracking configuration from the environment holds, for `::add-mask::`
+    /// before anything could print them: `MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_PASSWORD`
+    /// and the password (or token) in `MLFLOW_TRACKING_URI`'s userinfo, whichever are set and
+    /// whether or not they end up used. Never fails, so callers mask even a broken setting.
+    pub fn secrets_from_env() -> Vec<String> {
+        Self::secrets_from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`ClientConfig::secrets_from_env`] from `lookup(name)`.
+    pub fn secrets_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut out = lookup(env_vars::MLFLOW_TRACKING_URI)
+            .map(|uri| redact::userinfo_secrets(uri.trim()))
+            .unwrap_or_default();
+        for name in [
+            env_vars::MLFLOW_TRACKING_TOKEN,
+            env_vars::MLFLOW_TRACKING_PASSWORD,
+        ] {
+            if let Some(v) = lookup(name).map(|v| v.trim().to_string())
+                && !v.is_empty()
+                && !out.contains(&v)
+            {
+                out.push(v);
+            }
+        }
+        out
     }
 
     /// From the process environment; `None` when `MLFLOW_TRACKING_URI` is unset or empty.
@@ -130,11 +164,12 @@ impl ClientConfig {
         if !(uri.starts_with("http://") || uri.starts_with("https://")) {
             return Err(MlflowError::Config {
                 name: env_vars::MLFLOW_TRACKING_URI,
-                value: uri,
+                value: redact::url(&uri).into_owned(),
                 message: "only http(s) tracking servers are supported".into(),
                 hint: "start `mlflow server --serve-artifacts` and set MLFLOW_TRACKING_URI=http://host:port",
             });
         }
+        // The environment's credentials win over those in the URI's userinfo.
         let mut cfg = ClientConfig::new(uri);
         cfg.auth = match (
             get(env_vars::MLFLOW_TRACKING_TOKEN),
@@ -151,7 +186,7 @@ impl ClientConfig {
                     hint: "set MLFLOW_TRACKING_PASSWORD too, or use MLFLOW_TRACKING_TOKEN",
                 });
             }
-            _ => Auth::None,
+            _ => cfg.auth,
         };
         if let Some(v) = get(env_vars::MLFLOW_HTTP_REQUEST_TIMEOUT) {
             let secs: u64 =
@@ -623,5 +658,31 @@ mod tests {
             reqs[1].header("authorization").as_deref(),
             Some("Basic dTpw")
         );
+    }
+
+    #[test]
+    fn userinfo_in_the_uri_becomes_basic_auth_and_leaves_the_url() {
+        let server = ScriptedServer::start(vec![Reply::json("{}")]);
+        let with_userinfo = server.url.replacen("://", "://u:p%40ss@", 1);
+        let cfg = ClientConfig::from_lookup(|k| {
+            (k == "MLFLOW_TRACKING_URI").then(|| with_userinfo.clone())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(cfg.uri, server.url.trim_end_matches('/'));
+        let client = Client::new(cfg).unwrap();
+        assert!(!client.base_url().contains('@'), "{}", client.base_url());
+        client.get::<serde_json::Value>("x", &[]).unwrap();
+        // base64("u:p@ss")
+        assert_eq!(
+            server.requests()[0].header("authorization").as_deref(),
+            Some("Basic dTpwQHNz")
+        );
+        let secrets = ClientConfig::secrets_from_lookup(|k| match k {
+            "MLFLOW_TRACKING_URI" => Some("https://u:p%40ss@h".into()),
+            "MLFLOW_TRACKING_TOKEN" => Some(" t0k ".into()),
+            _ => None,
+        });
+        assert_eq!(secrets, ["p%40ss", "t0k"]);
     }
 }

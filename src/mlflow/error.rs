@@ -122,7 +122,8 @@ pub(crate) fn hint_for(status: u16, error_code: &str) -> String {
     }
 }
 
-/// Formats an error with its whole `source()` chain on one line.
+/// Formats an error with its whole `source()` chain on one line, with the userinfo of every URL
+/// in it removed (HTTP clients quote the URL they failed on).
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -134,5 +135,5 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    text
+    crate::untrusted::redact::text(&text).into_owned()
 }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::untrusted::text::{md_code, md_text};
+
 /// Metrics upstream's gate requires to improve (DESIGN §5).
 pub const DEFAULT_IMPROVE: &[&str] = &["test_dice", "test_iou"];
 
@@ -180,7 +182,9 @@ fn fmt_value(v: Option<f64>) -> String {
 
 /// The decision as a Markdown table (stdout, the `table` output, the job summary).
 pub fn markdown(d: &GateDecision) -> String {
-    let baseline = d.baseline_label.as_deref().unwrap_or("baseline");
+    // Metric names and the label come from the workflow's inputs and files: escaped, so neither
+    // can add a row, a heading or HTML to the summary.
+    let baseline = md_text(d.baseline_label.as_deref().unwrap_or("baseline"));
     let mut md = format!(
         "### Quality gate: {}\n\n| metric | candidate | {baseline} | Δ | rule | result |\n|---|---:|---:|---:|---|---|\n",
         if d.passed { "passed ✅" } else { "failed ❌" }
@@ -193,7 +197,7 @@ pub fn markdown(d: &GateDecision) -> String {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {delta} | {} | {} |",
-            c.metric,
+            md_code(&c.metric),
             fmt_value(c.candidate),
             fmt_value(c.baseline),
             c.rule.replace('<', "&lt;").replace('>', "&gt;"),
@@ -201,7 +205,7 @@ pub fn markdown(d: &GateDecision) -> String {
         );
     }
     for n in &d.notes {
-        let _ = write!(md, "\n> {n}\n");
+        let _ = write!(md, "\n> {}\n", md_text(n));
     }
     md
 }
@@ -318,13 +322,41 @@ mod tests {
         let md = markdown(&d);
         assert!(md.starts_with("### Quality gate: failed"), "{md}");
         assert!(
-            md.contains("| test_dice | 0.9500 | 0.9000 | +0.0500 | &gt; baseline | pass |"),
+            md.contains("| `test_dice` | 0.9500 | 0.9000 | +0.0500 | &gt; baseline | pass |"),
             "{md}"
         );
         assert!(
-            md.contains("| test_iou | 0.7500 | 0.8000 | -0.0500 | &gt; baseline | **fail** |"),
+            md.contains("| `test_iou` | 0.7500 | 0.8000 | -0.0500 | &gt; baseline | **fail** |"),
             "{md}"
         );
-        assert!(md.contains("production (v1)"));
+        assert!(md.contains("| production \\(v1\\) |"), "{md}");
+    }
+
+    #[test]
+    fn names_cannot_inject_rows_or_headings() {
+        let hostile = "x |\n### injected | `y";
+        let d = decide(
+            &m(&[(hostile, 1.0)]),
+            Some(&Baseline {
+                label: "<img src=x> | a".into(),
+                metrics: m(&[]),
+            }),
+            &GateRules {
+                improve: vec![hostile.into()],
+                ..GateRules::default()
+            },
+        );
+        let md = markdown(&d);
+        assert_eq!(md.lines().filter(|l| l.starts_with('#')).count(), 1, "{md}");
+        assert!(
+            md.contains("| candidate | \\<img src\\=x\\> \\| a | Δ |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| ``x \\|\\n### injected \\| `y`` | 1.0000 | — | — | &gt; baseline | pass |"
+            ),
+            "{md}"
+        );
     }
 }

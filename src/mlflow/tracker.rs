@@ -20,6 +20,7 @@ use super::tracking::{
     Batch, BatchLimits, Metric, Param, RunInfo, RunStatus, Tag, now_millis, split_batch,
 };
 use crate::env_vars;
+use crate::untrusted::text::for_log;
 
 /// Per-epoch metrics go under this prefix (`epoch/val_loss`, step = epoch), so their histories
 /// never mix with the final metrics, which keep the `metrics.json` keys the gate reads.
@@ -162,7 +163,11 @@ impl Tracker {
             .patient
             .upload_artifact(&self.run, local, artifact_path)
         {
-            tracing::warn!("MLflow: artifact {artifact_path} not uploaded: {e}");
+            tracing::warn!(
+                "MLflow: artifact {} not uploaded: {}",
+                for_log(artifact_path),
+                for_log(&e.to_string())
+            );
             self.failed_artifacts
                 .push(format!("artifact {artifact_path}: {e}"));
         }
@@ -245,8 +250,9 @@ impl Tracker {
             if let Err(e) = client.log_batch_request(&self.run.run_id, &part) {
                 if !self.offline {
                     tracing::warn!(
-                        "MLflow: could not log to {} ({e}); training goes on and the metrics are kept for later",
-                        client.base_url()
+                        "MLflow: could not log to {} ({}); training goes on and the metrics are kept for later",
+                        client.base_url(),
+                        for_log(&e.to_string())
                     );
                 }
                 self.offline = true;

@@ -220,13 +220,27 @@ fn detect_raw(
     event: Option<(&str, Value)>,
     extra: &[&str],
 ) -> (Output, Vec<(String, String)>, String) {
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(extra);
+    detect_with(repo, event, &args, &[])
+}
+
+/// `wms detect-changes ARGS` with extra environment variables (`GITHUB_ACTIONS`, …): the process
+/// output, the step outputs as the runner parses them, and the job summary.
+fn detect_with(
+    repo: &Path,
+    event: Option<(&str, Value)>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, Vec<(String, String)>, String) {
     let tmp = tempfile::tempdir().unwrap();
     let output_file = tmp.path().join("github_output");
     let summary_file = tmp.path().join("summary.md");
     let mut cmd = bin("wms");
     cmd.current_dir(repo)
-        .args(["detect-changes", "--format", "json"])
-        .args(extra)
+        .arg("detect-changes")
+        .args(args)
+        .envs(env.iter().copied())
         .env("HOME", tmp.path())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GITHUB_OUTPUT", &output_file)
@@ -1143,4 +1157,272 @@ fn a_file_turning_into_a_directory_is_listed_like_git() {
     let run = detect(&r.path, None, &["--base", &before, "--head", &after]);
     assert_eq!(run.files(), r.git_diff(&before, &after));
     assert_eq!(run.files().len(), 3, "{:?}", run.files());
+}
+
+/// File names a pull request can commit to attack the log, the step outputs and the job summary:
+/// a newline or carriage return followed by a workflow command, a name that is one, Markdown
+/// that would start a heading or break a table or code span, a terminal escape.
+const HOSTILE_NAMES: &[&str] = &[
+    "a\n::warning::pwned",
+    "b\r::error::carriage",
+    "::add-mask::x",
+    "# heading",
+    "tick`s|pipe",
+    "esc\u{1b}[31mred",
+];
+
+/// Lines the Actions runner would run as workflow commands: it splits on `\n` and on `\r`, and
+/// trims leading whitespace before looking for `::`.
+fn workflow_commands(text: &str) -> Vec<&str> {
+    text.split(['\n', '\r'])
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("::"))
+        .collect()
+}
+
+/// The number of cell separators of a Markdown table row (`|` not escaped as `\|`).
+fn table_separators(row: &str) -> usize {
+    let mut n = 0;
+    let mut escaped = false;
+    for c in row.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '|' if !escaped => n += 1,
+            _ => escaped = false,
+        }
+    }
+    n
+}
+
+/// A repository whose head commit adds [`HOSTILE_NAMES`] and a `.dvc` file whose output path
+/// is hostile too; returns it with the base commit, a branch whose name is Markdown.
+fn hostile_repo() -> (Repo, String) {
+    let r = Repo::model_repo();
+    let base = r.rev("HEAD");
+    r.git(&["branch", "base`|<b>x"]);
+    for name in HOSTILE_NAMES {
+        r.write(name, "x\n");
+    }
+    r.write(
+        "data/evil.dvc",
+        "outs:\n- md5: aa000000000000000000000000000000.dir\n  size: 1\n  nfiles: 1\n  hash: md5\n  path: \"o\\n::notice::dvc\"\n",
+    );
+    r.commit("hostile names");
+    (r, base)
+}
+
+/// Issue 11, part 5: changed file names reach stdout, the step outputs and the job summary
+/// escaped, so none of them runs as a workflow command or injects Markdown.
+#[test]
+fn issue11_newline_in_file_name_cannot_inject_workflow_commands() {
+    let (r, _) = hostile_repo();
+    let filters = "train:\n  - '**'\ndeploy:\n  - 'b*'\n  - 'tick*'\n";
+    let (out, outputs, summary) = detect_with(
+        &r.path,
+        None,
+        &[
+            "--format",
+            "text",
+            "--base",
+            "base`|<b>x",
+            "--filters",
+            filters,
+        ],
+        &[("GITHUB_ACTIONS", "true")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    // What a person reads, with the commits' short shas filtered.
+    let (base, head) = (r.rev("HEAD~1"), r.rev("HEAD"));
+    let filtered = |text: &str| {
+        text.replace(&base[..7], "<base>")
+            .replace(&head[..7], "<head>")
+    };
+    assert_eq!(
+        filtered(&stdout),
+        r"base <base>  head <head>  (local, 7 changed file(s))
+  train            true  7
+  deploy           true  2
+should_train=true should_deploy=true data_changed=true
+  data: data/o\n::notice::dvc: newly tracked (1 files, 1 B)
+- Compared <base> (base`|<b>x) with <head> (HEAD) as given.
+- 7 changed file(s); filters from (inline).
+- should_train is true: filter `train` matched # heading, ::add-mask::x, a\n::warning::pwned and 4 more.
+- should_deploy is true: filter `deploy` matched b\r::error::carriage, tick`s|pipe.
+- data_changed is true: data/o\n::notice::dvc: newly tracked (1 files, 1 B).
+"
+    );
+    assert_eq!(
+        filtered(&summary),
+        r"### wms detect-changes
+
+`<base>` → `<head>` (local): 7 changed file(s).
+
+| decision | value |
+|---|---|
+| `should_train` | true |
+| `should_deploy` | true |
+| `data_changed` | true |
+
+| filter | matched | files | examples |
+|---|---|---|---|
+| `train` | true | 7 | `# heading`, `\u{3a}:add-mask::x`, `a\n::warning::pwned` … |
+| `deploy` | true | 2 | `b\r::error::carriage`, ``tick`s\|pipe`` |
+
+**Data changes (DVC)**
+
+- data/o\\n::notice::dvc: newly tracked \(1 files, 1 B\)
+
+**Why**
+
+- Compared <base> \(base\`\|\<b\>x\) with <head> \(HEAD\) as given.
+- 7 changed file\(s\); filters from \(inline\).
+- should\_train is true: filter \`train\` matched \# heading, ::add\-mask::x, a\\n::warning::pwned and 4 more.
+- should\_deploy is true: filter \`deploy\` matched b\\r::error::carriage, tick\`s\|pipe.
+- data\_changed is true: data/o\\n::notice::dvc: newly tracked \(1 files, 1 B\).
+"
+    );
+    assert_eq!(workflow_commands(&stdout), Vec::<&str>::new(), "{stdout}");
+    assert_eq!(workflow_commands(&stderr), Vec::<&str>::new(), "{stderr}");
+    for text in [&*stdout, &*stderr, &*summary] {
+        assert!(!text.contains(['\r', '\u{1b}']), "{text:?}");
+    }
+
+    // Step outputs: the lists are JSON (names exact, on one line); `reasons` is escaped.
+    let output = |key: &str| {
+        outputs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("output {key} in {outputs:?}"))
+    };
+    let files: Vec<String> = serde_json::from_str(&output("train_files")).unwrap();
+    for name in HOSTILE_NAMES {
+        assert!(files.iter().any(|f| f == name), "{name:?} in {files:?}");
+    }
+    let reasons = output("reasons");
+    assert_eq!(workflow_commands(&reasons), Vec::<&str>::new(), "{reasons}");
+    assert!(!reasons.contains(['\r', '\u{1b}']), "{reasons:?}");
+    for line in reasons.lines() {
+        assert!(
+            ["Compared", "should_", "data_changed", "7 changed"]
+                .iter()
+                .any(|start| line.starts_with(start)),
+            "a reason line starts with something wms did not write: {line:?}"
+        );
+    }
+
+    // The summary: one heading (wms's), every table row as many cells as its header, no HTML.
+    let headings: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.trim_start().starts_with('#'))
+        .collect();
+    assert_eq!(headings, ["### wms detect-changes"], "{summary}");
+    let mut header = None;
+    for line in summary.lines() {
+        if line.starts_with('|') {
+            let n = table_separators(line);
+            let expected = *header.get_or_insert(n);
+            assert_eq!(n, expected, "row {line:?} in\n{summary}");
+        } else {
+            header = None;
+        }
+    }
+    assert!(!summary.contains("<b>"), "{summary}");
+    assert_eq!(workflow_commands(&summary), Vec::<&str>::new(), "{summary}");
+}
+
+/// The same repository in JSON: the data keeps the exact names (JSON escapes them), the
+/// sentences are escaped like the log.
+#[test]
+fn issue11_json_report_keeps_exact_names_and_escapes_the_reasons() {
+    let (r, base) = hostile_repo();
+    let run = detect(
+        &r.path,
+        None,
+        &["--base", &base, "--filters", "train: ['**']"],
+    );
+    let files = run.files();
+    for name in HOSTILE_NAMES {
+        assert!(files.contains(*name), "{name:?} in {files:?}");
+    }
+    let reasons = run.reasons();
+    assert_eq!(workflow_commands(&reasons), Vec::<&str>::new(), "{reasons}");
+    assert!(!reasons.contains(['\r', '\u{1b}']), "{reasons:?}");
+    assert_eq!(
+        run.json["data"][0]["output"], "data/o\n::notice::dvc",
+        "{}",
+        run.json
+    );
+}
+
+/// Asserts that under `GITHUB_ACTIONS=true` the first line of stdout masks `secret` and that it
+/// appears nowhere else (stdout, stderr, step outputs, summary); returns stdout and stderr.
+fn assert_masked_first_and_never_shown(
+    secret: &str,
+    (out, outputs, summary): &(Output, Vec<(String, String)>, String),
+) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("::add-mask::{secret}").as_str()),
+        "the mask comes first:\n{stdout}"
+    );
+    let rest: Vec<&str> = lines.collect();
+    for (what, text) in [
+        ("stdout", rest.join("\n")),
+        ("stderr", stderr.to_string()),
+        ("outputs", format!("{outputs:?}")),
+        ("summary", summary.clone()),
+    ] {
+        assert!(!text.contains(secret), "{what} shows the secret:\n{text}");
+    }
+    format!("{stdout}{stderr}")
+}
+
+/// A GitHub token in the origin URL (`http://x-access-token:TOKEN@…`, as some checkouts and
+/// scripts set it) is what the fetch authenticates with, and appears nowhere: not in the reasons
+/// that name the fetched URL, not in the error of a refused fetch. In Actions it is masked first.
+#[test]
+fn issue11_token_in_the_remote_url_is_masked_and_never_printed() {
+    use base64::Engine as _;
+    const TOKEN: &str = "ghs_issue11SeCrEtToKeN";
+    let (origin, clone, before, after) = origin_and_shallow_clone();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"));
+    let server = SmartHttpServer::start(
+        origin.path.parent().unwrap(),
+        Some(&format!("Basic {basic}")),
+    );
+    let event = || Some(("push", push_event("refs/heads/main", &before, &after)));
+    let env = [("GITHUB_ACTIONS", "true")];
+    let set_url = |token: &str| {
+        let url = format!(
+            "http://x-access-token:{token}@127.0.0.1:{}/repo",
+            server.port
+        );
+        clone.git(&["remote", "set-url", "origin", &url]);
+    };
+
+    // A token the server refuses: the one error names the URL without it.
+    let old = format!("{TOKEN}old");
+    set_url(&old);
+    let refused = detect_with(&clone.path, event(), &["--format", "text"], &env);
+    assert_eq!(refused.0.status.code(), Some(1));
+    let all = assert_masked_first_and_never_shown(&old, &refused);
+    assert!(all.contains("401 Unauthorized"), "{all}");
+    assert!(
+        all.contains("http://***@127.0.0.1:"),
+        "the URL is still named: {all}"
+    );
+
+    // The right token: the fetch works, and the reasons name the URL without it.
+    set_url(TOKEN);
+    let fetched = detect_with(&clone.path, event(), &["--format", "text"], &env);
+    let all = assert_masked_first_and_never_shown(TOKEN, &fetched);
+    assert!(fetched.0.status.success(), "{all}");
+    assert!(all.contains("shallow"), "{all}");
+    assert!(all.contains("http://***@127.0.0.1:"), "{all}");
 }

@@ -235,7 +235,7 @@ fn gate_and_promote_move_production_and_a_worse_candidate_is_refused() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        table.contains("| test_iou | 0.7500 | 0.8000 | -0.0500 |"),
+        table.contains("| `test_iou` | 0.7500 | 0.8000 | -0.0500 |"),
         "{table}"
     );
     assert!(table.contains("production (v1)"), "{table}");
@@ -324,7 +324,7 @@ fn gate_against_a_baseline_file_needs_no_server() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        table.contains("| test_dice | 0.8700 | 0.8800 | -0.0100 |"),
+        table.contains("| `test_dice` | 0.8700 | 0.8800 | -0.0100 |"),
         "{table}"
     );
     // --model-name without a server is a usage error that says what to set.
@@ -460,6 +460,93 @@ fn s3_uploads_land_in_the_bucket() {
     );
 }
 
+/// A loopback port nothing listens on: connections to it are refused at once.
+fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A password in `MLFLOW_TRACKING_URI`'s userinfo and a tracking token.
+const URI_PASSWORD: &str = "issue11-uRiPa55word";
+const TRACKING_TOKEN: &str = "issue11-tRaCkInGtOkEn";
+
+/// `command` run as a workflow step (`GITHUB_ACTIONS=true`) against a tracking URI whose server
+/// refuses connections, so the error path prints the URL.
+fn with_credentials_in_the_uri(mut command: std::process::Command, token: bool) -> Output {
+    let uri = format!("http://alice:{URI_PASSWORD}@127.0.0.1:{}", refused_port());
+    command
+        .env("GITHUB_ACTIONS", "true")
+        .env("MLFLOW_TRACKING_URI", uri)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env_remove("MLFLOW_TRACKING_USERNAME")
+        .env_remove("MLFLOW_TRACKING_PASSWORD");
+    if token {
+        command.env("MLFLOW_TRACKING_TOKEN", TRACKING_TOKEN);
+    } else {
+        command.env_remove("MLFLOW_TRACKING_TOKEN");
+    }
+    command.output().unwrap()
+}
+
+/// The first lines of stdout mask exactly `secrets`, and no secret appears after them.
+fn assert_masked_first_and_never_shown(out: &Output, secrets: &[&str]) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = stderr(out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let masks: Vec<String> = secrets.iter().map(|s| format!("::add-mask::{s}")).collect();
+    assert!(
+        lines.len() >= masks.len() && lines[..masks.len()] == masks[..],
+        "the masks come first:\n{stdout}"
+    );
+    let rest = lines[masks.len()..].join("\n");
+    for secret in [URI_PASSWORD, TRACKING_TOKEN] {
+        assert!(
+            !rest.contains(secret) && !stderr.contains(secret),
+            "{secret} shown:\n{stdout}\n{stderr}"
+        );
+    }
+    format!("{rest}\n{stderr}")
+}
+
+/// Issue 11, part 6: `wms gate` and `wms promote` mask the tracking credentials before anything
+/// else, and their errors name the server without the userinfo.
+#[test]
+fn issue11_credentials_in_the_tracking_uri_are_masked_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cand = write_metrics(dir.path(), "cand.json", 0.81, 0.87);
+    let gate = || {
+        let mut c = bin("wms");
+        c.args(["gate", "--model-name", "m", "--candidate"])
+            .arg(&cand);
+        c
+    };
+    let promote = || {
+        let mut c = bin("wms");
+        c.args(["promote", "--model-name", "m", "--run-id", "r1"]);
+        c
+    };
+    let rollback = || {
+        let mut c = bin("wms");
+        c.args(["promote", "--model-name", "m", "--rollback"]);
+        c
+    };
+    for (name, command) in [
+        ("gate", gate()),
+        ("promote", promote()),
+        ("rollback", rollback()),
+    ] {
+        let out = with_credentials_in_the_uri(command, false);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        let shown = assert_masked_first_and_never_shown(&out, &[URI_PASSWORD]);
+        assert!(shown.contains("http://127.0.0.1:"), "{name}: {shown}");
+        assert!(shown.contains("hint:"), "{name}: {shown}");
+    }
+    // Both: the URI's password is masked even though the token is what authenticates.
+    let out = with_credentials_in_the_uri(gate(), true);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_masked_first_and_never_shown(&out, &[URI_PASSWORD, TRACKING_TOKEN]);
+}
+
 #[cfg(feature = "train")]
 mod training {
     use super::*;
@@ -502,6 +589,19 @@ mod training {
         .arg(out)
         .env("MLFLOW_TRACKING_URI", &servers::mlflow().url);
         cmd
+    }
+
+    /// Issue 11, part 6: `wms-train train` masks the tracking credentials before anything else
+    /// and names the unreachable server without them.
+    #[test]
+    fn issue11_training_masks_the_tracking_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = synth(dir.path());
+        let cmd = train_cmd(dir.path(), &data, &dir.path().join("run"), 1);
+        let out = with_credentials_in_the_uri(cmd, true);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let shown = assert_masked_first_and_never_shown(&out, &[URI_PASSWORD, TRACKING_TOKEN]);
+        assert!(shown.contains("http://127.0.0.1:"), "{shown}");
     }
 
     /// Issue 6 acceptance (tracking part): params, one point per epoch, final metrics, tags and
