@@ -45,7 +45,8 @@ def main():
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "GITHUB_ACTIONS"):
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "GITHUB_ACTIONS",
+                "WMS_DVC_ENDPOINT_URL", "WMS_DVC_TRUST_ENDPOINT", "WMS_DVC_ALLOW_HTTP"):
         env.pop(var, None)
     env.update(
         HOME=home,
@@ -108,6 +109,9 @@ def main():
             run(["git", "clone", "-q", origin, clone], out)
             e = dict(env, DVC_SITE_CACHE_DIR=os.path.join(out, f"site-{tool}-{n}"))
             if tool == "wms":
+                # The endpoint comes from the repository's .dvc/config (dvc needs it there), so
+                # wms must be told to trust it (docs/SECURITY.md, "DVC remotes").
+                e["WMS_DVC_TRUST_ENDPOINT"] = "1"
                 args = [wms, "data", "pull", "--jobs", str(jobs)]
             else:
                 args = [dvc, "pull", "-q", "--jobs", str(jobs)]

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::data::{DataError, qa, synth};
+use crate::dvc::trust::EndpointPolicy;
 use crate::dvc::{Repo, add, sync};
 use crate::env_vars;
 use crate::exit::UsageError;
 use crate::github::actions::Actions;
+use crate::untrusted::text::for_log;
 
 /// Synthesize and check data sets (images/ + masks/ with the same stems).
 #[derive(Debug, clap::Args)]
@@ -26,6 +28,9 @@ pub enum DataCommand {
     /// Check a data set: pairs, decoding, sizes, binary and non-empty masks, duplicates.
     Qa(QaArgs),
     /// Track files or directories as `dvc add` does: cache entries, `PATH.dvc`, `.gitignore`.
+    ///
+    /// Links are followed only while they stay inside the repository (and out of its `.git` and
+    /// `.dvc`): a link to a file elsewhere is refused, never read.
     Add(AddArgs),
     /// Upload the tracked data the DVC remote lacks (as `dvc push`).
     Push(SyncArgs),
@@ -40,7 +45,18 @@ pub struct AddArgs {
     pub targets: Vec<PathBuf>,
 }
 
+/// Shown after `push`/`pull --help`: who may choose the endpoint.
+const TRUST_HELP: &str = "\
+Endpoint trust: `.dvc/config` and `.dvc/config.local` come from the repository, so an \
+`endpointurl` there is not used unless the workflow allows it: --trust-endpoint \
+(WMS_DVC_TRUST_ENDPOINT=1) uses it, --endpoint-url (WMS_DVC_ENDPOINT_URL) replaces it with the \
+workflow's own; without either, a repository endpoint is an error. Plain http:// is refused for \
+any host that is not loopback unless --allow-http (WMS_DVC_ALLOW_HTTP=1). Paths in `.dvc` files, \
+`dvc.lock` and `.dir` manifests are checked: no absolute paths, no `..`, no writing through \
+links. See docs/SECURITY.md.";
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = TRUST_HELP)]
 pub struct SyncArgs {
     /// `.dvc` files or tracked paths (default: every one in the repository).
     pub targets: Vec<PathBuf>,
@@ -50,6 +66,18 @@ pub struct SyncArgs {
     /// Parallel transfers (default: 4 × CPU cores, as dvc).
     #[arg(short, long, env = env_vars::WMS_DATA_JOBS)]
     pub jobs: Option<usize>,
+    /// Use the `endpointurl` that the repository's `.dvc/config` (or `config.local`) sets: it
+    /// will receive requests signed with your AWS credentials. Only for repositories you trust.
+    #[arg(long, env = env_vars::WMS_DVC_TRUST_ENDPOINT, value_parser = clap::builder::BoolishValueParser::new())]
+    pub trust_endpoint: bool,
+    /// The S3 endpoint to use (MinIO, moto, …), chosen by the workflow; replaces any
+    /// `endpointurl` from the repository.
+    #[arg(long, value_name = "URL", env = env_vars::WMS_DVC_ENDPOINT_URL)]
+    pub endpoint_url: Option<String>,
+    /// Allow a plain http:// endpoint on a host that is not loopback (requests and the session
+    /// token then cross the network unencrypted).
+    #[arg(long, env = env_vars::WMS_DVC_ALLOW_HTTP, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_http: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +166,9 @@ impl SyncSettings {
             targets,
             remote,
             jobs,
+            trust_endpoint,
+            endpoint_url,
+            allow_http,
         } = args;
         let jobs = match jobs {
             Some(0) => {
@@ -164,6 +195,12 @@ impl SyncSettings {
                 remote,
                 jobs,
                 targets,
+                endpoint: EndpointPolicy {
+                    // An empty variable (`WMS_DVC_ENDPOINT_URL=`) means none.
+                    endpoint_url: endpoint_url.filter(|u| !u.is_empty()),
+                    trust_repository: trust_endpoint,
+                    allow_http,
+                },
                 stop_after,
                 progress: Actions::from_env().progress(0, what),
             },
@@ -178,10 +215,10 @@ fn run_add(args: AddArgs) -> anyhow::Result<()> {
         let s = add::add(&repo, target)?;
         println!(
             "added {} ({} file(s), {} bytes) → {}",
-            target.display(),
+            for_log(&target.to_string_lossy()),
             s.files,
             s.out.size.unwrap_or(0),
-            s.metafile.display()
+            for_log(&s.metafile.to_string_lossy())
         );
     }
     Ok(())

@@ -2,6 +2,11 @@
 //! the directory, copy them into the cache (DVC 3 layout), store the `.dir` manifest, write
 //! `PATH.dvc` next to the path and, in a git repository, ignore the path in the parent's
 //! `.gitignore` (`/name`, appended once). The bytes of every file written here match dvc 3.x's.
+//!
+//! Links are followed, as DVC does, but only while they stay inside the repository: every file
+//! is read from its real location after [`existing_inside`] has checked it, so a committed link
+//! to `/proc/self/environ` or `~/.aws/credentials` is refused instead of hashed into the cache
+//! (and pushed). What `add` writes (`PATH.dvc`, `.gitignore`) goes below real directories only.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +14,8 @@ use rayon::prelude::*;
 
 use super::cache::{ObjectId, md5_file, md5_hex, set_mode};
 use super::dvcfile::{DirEntry, Out, render_dir_manifest, render_dvc_file};
-use super::{DvcError, Repo};
+use super::{DvcError, Repo, normalize};
+use crate::untrusted::path::{existing_inside, join_inside};
 
 /// What `add` recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +31,8 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
         path: target.to_path_buf(),
         source,
     })?;
+    // The path the user typed names the output; links in it are resolved (and checked) below.
+    let abs = normalize(&abs);
     let rel = repo.relative(&abs)?;
     let name = match abs.file_name() {
         Some(n) if !rel.is_empty() => n.to_string_lossy().into_owned(),
@@ -41,24 +49,32 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
             root: repo.root.clone(),
         });
     }
-    let meta = fs_err::metadata(&abs).map_err(|source| DvcError::Io {
+    if fs_err::symlink_metadata(&abs).is_err() {
+        // Missing: say so plainly rather than as a failed link check.
+        fs_err::metadata(&abs).map_err(|source| DvcError::Io {
+            path: abs.clone(),
+            source,
+        })?;
+    }
+    let inside = Inside::new(&repo.root)?;
+    let real = inside.real(&abs)?;
+    let meta = fs_err::metadata(&real).map_err(|source| DvcError::Io {
         path: abs.clone(),
         source,
     })?;
     let cache = repo.cache();
     let (out, files) = if meta.is_dir() {
-        let rels = list_files(&abs)?;
-        let hashed: Vec<Result<(DirEntry, u64), DvcError>> = rels
+        let listed = list_files(&inside, &abs, &real)?;
+        let hashed: Vec<Result<(DirEntry, u64), DvcError>> = listed
             .par_iter()
-            .map(|r| {
-                let path = abs.join(r);
-                let (md5, size) = md5_file(&path)?;
+            .map(|(r, path)| {
+                let (md5, size) = md5_file(path)?;
                 let id = ObjectId {
                     md5: md5.clone(),
                     dir: false,
                     legacy: false,
                 };
-                cache.store_file(&id, &path)?;
+                cache.store_file(&id, path)?;
                 Ok((
                     DirEntry {
                         md5,
@@ -92,13 +108,13 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
         };
         (out, entries.len())
     } else {
-        let (md5, size) = md5_file(&abs)?;
+        let (md5, size) = md5_file(&real)?;
         let id = ObjectId {
             md5: md5.clone(),
             dir: false,
             legacy: false,
         };
-        cache.store_file(&id, &abs)?;
+        cache.store_file(&id, &real)?;
         let out = Out {
             path: name.clone(),
             md5: Some(md5),
@@ -109,11 +125,16 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
         };
         (out, 1)
     };
-    let parent = abs.parent().unwrap_or(&repo.root).to_path_buf();
-    let metafile = parent.join(format!("{name}.dvc"));
+    // Next to the output, as the user named it: below real directories of the repository.
+    let parent_rel = match rel.rsplit_once('/') {
+        Some((parent, _)) => format!("{parent}/"),
+        None => String::new(),
+    };
+    let metafile = join_inside(&repo.root, &format!("{rel}.dvc"))?;
     write_public(&metafile, render_dvc_file(&out).as_bytes())?;
     if repo.root.join(".git").exists() {
-        ignore_in_git(&parent.join(".gitignore"), &format!("/{name}"))?;
+        let gitignore = join_inside(&repo.root, &format!("{parent_rel}.gitignore"))?;
+        ignore_in_git(&inside, &gitignore, &format!("/{name}"))?;
     }
     Ok(AddSummary {
         metafile,
@@ -122,40 +143,118 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
     })
 }
 
-/// Every file below `dir`, as sorted `/`-separated relative paths (symlinks followed, as DVC
-/// does; `.git` and `.dvc` folders skipped).
-fn list_files(dir: &Path) -> Result<Vec<String>, DvcError> {
+/// A directory being listed: the path people know it by, its real location, and the real
+/// locations of the directories above it in this walk (a link back to one of them is a loop).
+struct Walk {
+    path: PathBuf,
+    real: PathBuf,
+    rel: String,
+    above: Vec<PathBuf>,
+}
+
+/// Every file below `dir` (real location `real`), as sorted `/`-separated relative paths with
+/// the real location to read each from. Links are followed as DVC does, but only to places inside
+/// `root`; `.git` and `.dvc` folders are skipped.
+fn list_files(
+    inside: &Inside,
+    dir: &Path,
+    real: &Path,
+) -> Result<Vec<(String, PathBuf)>, DvcError> {
     let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
+    let mut stack = vec![Walk {
+        path: dir.to_path_buf(),
+        real: real.to_path_buf(),
+        rel: String::new(),
+        above: Vec::new(),
+    }];
+    while let Some(walk) = stack.pop() {
         let io = |source| DvcError::Io {
-            path: d.clone(),
+            path: walk.path.clone(),
             source,
         };
-        for entry in fs_err::read_dir(&d).map_err(io)? {
+        for entry in fs_err::read_dir(&walk.real).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
+            let rel = if walk.rel.is_empty() {
                 name.clone()
             } else {
-                format!("{prefix}/{name}")
+                format!("{}/{name}", walk.rel)
             };
-            let path = entry.path();
-            let meta = fs_err::metadata(&path).map_err(|source| DvcError::Io {
+            let path = walk.path.join(&name);
+            // Below a real directory inside the root, only a link can lead elsewhere.
+            let real = if entry.file_type().map_err(io)?.is_symlink() {
+                inside.real(&path)?
+            } else {
+                walk.real.join(&name)
+            };
+            let meta = fs_err::metadata(&real).map_err(|source| DvcError::Io {
                 path: path.clone(),
                 source,
             })?;
             if meta.is_dir() {
-                if name != ".git" && name != ".dvc" {
-                    stack.push((path, rel));
+                if name == ".git" || name == ".dvc" {
+                    continue;
                 }
+                if real == walk.real || walk.above.contains(&real) {
+                    return Err(DvcError::Io {
+                        path,
+                        source: std::io::Error::other(
+                            "a link back to a directory above it (a loop); hint: remove the link",
+                        ),
+                    });
+                }
+                let mut above = walk.above.clone();
+                above.push(walk.real.clone());
+                stack.push(Walk {
+                    path,
+                    real,
+                    rel,
+                    above,
+                });
             } else {
-                out.push(rel);
+                out.push((rel, real));
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// The repository as a place to read from: [`existing_inside`] its root, and never inside its
+/// `.git` or `.dvc` (`.git/config` can hold the checkout's token).
+struct Inside {
+    root: PathBuf,
+    real_root: PathBuf,
+}
+
+impl Inside {
+    fn new(root: &Path) -> Result<Inside, DvcError> {
+        let real_root = fs_err::canonicalize(root).map_err(|source| DvcError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(Inside {
+            root: root.to_path_buf(),
+            real_root,
+        })
+    }
+
+    /// The real location of `path`, refused when it is outside the repository or in its
+    /// metadata.
+    fn real(&self, path: &Path) -> Result<PathBuf, DvcError> {
+        let real = existing_inside(&self.root, path)?;
+        let metadata = real.strip_prefix(&self.real_root).is_ok_and(|rel| {
+            rel.components()
+                .any(|c| c.as_os_str() == ".git" || c.as_os_str() == ".dvc")
+        });
+        if metadata {
+            return Err(DvcError::InRepoMetadata {
+                path: path.to_path_buf(),
+                real,
+            });
+        }
+        Ok(real)
+    }
 }
 
 /// Writes a file people commit (mode 0644, atomically).
@@ -168,16 +267,17 @@ fn write_public(path: &Path, bytes: &[u8]) -> Result<(), DvcError> {
 }
 
 /// Appends `entry` to a `.gitignore` unless a line already says it (as scmrepo does: a newline
-/// first when the file does not end with one).
-fn ignore_in_git(gitignore: &Path, entry: &str) -> Result<(), DvcError> {
-    let existing = match fs_err::read_to_string(gitignore) {
-        Ok(t) => t,
+/// first when the file does not end with one). A `.gitignore` that is a link is read only when it
+/// points inside `root` (its text is copied into the file written), and replaced, not followed.
+fn ignore_in_git(inside: &Inside, gitignore: &Path, entry: &str) -> Result<(), DvcError> {
+    let existing = match fs_err::symlink_metadata(gitignore) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(DvcError::Io {
+        _ => {
+            let real = inside.real(gitignore)?;
+            fs_err::read_to_string(real).map_err(|source| DvcError::Io {
                 path: gitignore.to_path_buf(),
                 source,
-            });
+            })?
         }
     };
     if existing.lines().any(|l| l == entry) {

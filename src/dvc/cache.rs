@@ -5,6 +5,11 @@
 //! Cache entries are written once, atomically (temp file in the entry's directory, then rename)
 //! and read-only (0444), as DVC leaves them; a half-written or unverified object never appears
 //! under its id.
+//!
+//! The repository can commit the cache too (entries, or `.dvc/cache` itself, as links), so every
+//! entry is reached through [`crate::untrusted::path`]: written only below real directories of
+//! the workspace, read only when it is a regular file there. An entry that is a link counts as
+//! missing, and a download replaces the link instead of writing through it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +17,7 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 
 use super::DvcError;
+use crate::untrusted::path::{create_parents_inside, join_inside};
 
 /// An object's identity: its md5, whether it is a `.dir` manifest, and its layout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,29 +109,52 @@ pub fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
 
-/// The local cache directory (`<root>/.dvc/cache`).
+/// The cache's place below the workspace root.
+pub const CACHE_DIR: &str = ".dvc/cache";
+
+/// The local cache of the workspace at `root` (`<root>/.dvc/cache`).
 #[derive(Debug, Clone)]
 pub struct Cache {
-    pub dir: PathBuf,
+    pub root: PathBuf,
 }
 
 impl Cache {
-    pub fn path_of(&self, id: &ObjectId) -> PathBuf {
-        self.dir.join(id.rel_key())
+    /// `<root>/.dvc/cache`.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(CACHE_DIR)
     }
 
+    fn rel(id: &ObjectId) -> String {
+        format!("{CACHE_DIR}/{}", id.rel_key())
+    }
+
+    /// Where `id`'s entry is (for messages and metadata; read through [`Cache::entry`]).
+    pub fn path_of(&self, id: &ObjectId) -> PathBuf {
+        self.root.join(Self::rel(id))
+    }
+
+    /// Whether the cache holds `id` as a regular file (a link there does not count).
     pub fn contains(&self, id: &ObjectId) -> bool {
-        self.path_of(id).is_file()
+        fs_err::symlink_metadata(self.path_of(id)).is_ok_and(|m| m.is_file())
+    }
+
+    /// The entry of `id` for reading: a regular file below real directories of the workspace.
+    /// `name` is the workspace path it belongs to, for the error when it is missing.
+    pub fn entry(&self, id: &ObjectId, name: &str) -> Result<PathBuf, DvcError> {
+        let path = join_inside(&self.root, &Self::rel(id))?;
+        if !self.contains(id) {
+            return Err(DvcError::NotInCache {
+                name: name.to_string(),
+                path,
+            });
+        }
+        Ok(path)
     }
 
     /// A temp file in the directory of `id`'s entry, to fill and then [`Cache::commit`].
     pub fn temp_for(&self, id: &ObjectId) -> Result<tempfile::NamedTempFile, DvcError> {
-        let path = self.path_of(id);
-        let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
-        fs_err::create_dir_all(&dir).map_err(|source| DvcError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        let path = create_parents_inside(&self.root, &Self::rel(id))?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         tempfile::Builder::new()
             .prefix(".wms-tmp-")
             .tempfile_in(&dir)
@@ -215,14 +244,52 @@ mod tests {
     fn stored_entries_are_read_only_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache {
-            dir: dir.path().to_path_buf(),
+            root: dir.path().to_path_buf(),
         };
         let id = ObjectId::parse(&md5_hex(b"abc"), false).unwrap();
         cache.store_bytes(&id, b"abc").unwrap();
         let p = cache.path_of(&id);
-        assert!(p.ends_with("files/md5/90/0150983cd24fb0d6963f7d28e17f72"));
+        assert!(p.ends_with(".dvc/cache/files/md5/90/0150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(cache.entry(&id, "abc.txt").unwrap(), p);
         assert_eq!(fs_err::read(&p).unwrap(), b"abc");
         assert!(fs_err::metadata(&p).unwrap().permissions().readonly());
         assert_eq!(md5_file(&p).unwrap(), (id.md5.clone(), 3));
+    }
+
+    #[test]
+    fn issue11_a_cache_committed_as_links_is_neither_read_nor_written_through() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: root.path().to_path_buf(),
+        };
+        let id = ObjectId::parse(&md5_hex(b"abc"), false).unwrap();
+        // An entry that is a link to a secret: not in the cache, not readable, and a download
+        // replaces the link.
+        let secret = outside.path().join("secret");
+        fs_err::write(&secret, b"token").unwrap();
+        let entry = cache.path_of(&id);
+        fs_err::create_dir_all(entry.parent().unwrap()).unwrap();
+        symlink(&secret, &entry).unwrap();
+        assert!(!cache.contains(&id));
+        assert!(matches!(
+            cache.entry(&id, "x"),
+            Err(DvcError::NotInCache { .. })
+        ));
+        cache.store_bytes(&id, b"abc").unwrap();
+        assert_eq!(fs_err::read(&secret).unwrap(), b"token");
+        assert!(cache.contains(&id));
+        // `.dvc/cache` itself a link out of the workspace: nothing is created through it.
+        let other = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(other.path().join(".dvc")).unwrap();
+        symlink(outside.path(), other.path().join(CACHE_DIR)).unwrap();
+        let linked = Cache {
+            root: other.path().to_path_buf(),
+        };
+        let err = linked.store_bytes(&id, b"abc").unwrap_err();
+        assert!(matches!(err, DvcError::Path(_)), "{err}");
+        assert!(linked.entry(&id, "x").is_err());
+        assert_eq!(fs_err::read_dir(outside.path()).unwrap().count(), 1);
     }
 }

@@ -1,6 +1,10 @@
 //! `.dvc/config` and `.dvc/config.local`: the default remote (`[core] remote = name`) and each
 //! remote's section (`['remote "name"']` with `url`, `endpointurl`, `region`). DVC writes them
 //! with configobj; the local file's keys override the shared one's, section by section.
+//!
+//! Both files come from the repository (a pull request can commit `config.local` too), so every
+//! value remembers the file it came from: [`super::trust`] decides whether an `endpointurl` may
+//! be used, and its errors name that file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +15,16 @@ use super::DvcError;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteConfig {
     pub url: String,
-    pub endpointurl: Option<String>,
+    /// Set by the repository: used only as [`super::trust::EndpointPolicy`] allows.
+    pub endpointurl: Option<ConfigValue>,
     pub region: Option<String>,
+}
+
+/// A value and the config file that set it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigValue {
+    pub value: String,
+    pub file: PathBuf,
 }
 
 /// The merged configuration of one repository.
@@ -21,7 +33,7 @@ pub struct DvcConfig {
     /// `[core] remote`: the default remote's name.
     pub default_remote: Option<String>,
     /// Sections by name: `core`, `remote "origin"`, … → key → value.
-    pub sections: BTreeMap<String, BTreeMap<String, String>>,
+    pub sections: BTreeMap<String, BTreeMap<String, ConfigValue>>,
 }
 
 impl DvcConfig {
@@ -40,7 +52,7 @@ impl DvcConfig {
             .sections
             .get("core")
             .and_then(|c| c.get("remote"))
-            .cloned();
+            .map(|v| v.value.clone());
         Ok(cfg)
     }
 
@@ -73,10 +85,13 @@ impl DvcConfig {
             let Some(sec) = &section else {
                 return Err(bad("a key outside of any [section]"));
             };
-            self.sections
-                .entry(sec.clone())
-                .or_default()
-                .insert(key.trim().to_string(), unquote(value.trim()));
+            self.sections.entry(sec.clone()).or_default().insert(
+                key.trim().to_string(),
+                ConfigValue {
+                    value: unquote(value.trim()),
+                    file: path.to_path_buf(),
+                },
+            );
         }
         Ok(())
     }
@@ -102,19 +117,20 @@ impl DvcConfig {
                 path: config_path.to_path_buf(),
                 name: name.clone(),
             })?;
-        let url = section
-            .get("url")
-            .cloned()
-            .ok_or_else(|| DvcError::UnknownRemote {
-                path: config_path.to_path_buf(),
-                name: name.clone(),
-            })?;
+        let url =
+            section
+                .get("url")
+                .map(|v| v.value.clone())
+                .ok_or_else(|| DvcError::UnknownRemote {
+                    path: config_path.to_path_buf(),
+                    name: name.clone(),
+                })?;
         Ok((
             name,
             RemoteConfig {
                 url,
                 endpointurl: section.get("endpointurl").cloned(),
-                region: section.get("region").cloned(),
+                region: section.get("region").map(|v| v.value.clone()),
             },
         ))
     }
@@ -151,7 +167,10 @@ mod tests {
         let (name, r) = cfg.remote(None, Path::new("config")).unwrap();
         assert_eq!(name, "myremote");
         assert_eq!(r.url, "s3://bucket/some/prefix");
-        assert_eq!(r.endpointurl.as_deref(), Some("http://127.0.0.1:6000"));
+        let endpoint = r.endpointurl.unwrap();
+        assert_eq!(endpoint.value, "http://127.0.0.1:6000");
+        // The error that refuses it names the file that set it.
+        assert_eq!(endpoint.file, Path::new("config.local"));
         assert_eq!(r.region.as_deref(), Some("eu-west-1"));
         assert!(matches!(
             cfg.remote(Some("other"), Path::new("config")),

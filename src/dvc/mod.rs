@@ -6,6 +6,11 @@
 //! objects between the cache and the remote and checks files out. This module reads and writes
 //! DVC's files only; it does not run pipelines (`dvc repro`) and keeps no state database: a
 //! file already in the workspace is trusted only after its md5 is checked.
+//!
+//! Everything a repository commits is untrusted input (docs/SECURITY.md): an output's `path:`, a
+//! manifest's `relpath`, the cache itself (objects can be committed under `.dvc/cache/`), the
+//! `endpointurl` of `.dvc/config`. Each becomes a filesystem path only through
+//! [`crate::untrusted::path`], and a remote endpoint only through [`trust`].
 
 pub mod add;
 pub mod cache;
@@ -13,11 +18,18 @@ pub mod config;
 pub mod dvcfile;
 pub mod remote;
 pub mod sync;
+pub mod trust;
 
 use std::path::{Path, PathBuf};
 
 use cache::{Cache, ObjectId};
 use dvcfile::Out;
+use trust::EndpointOrigin;
+
+use crate::env_vars::{WMS_DVC_ALLOW_HTTP, WMS_DVC_ENDPOINT_URL, WMS_DVC_TRUST_ENDPOINT};
+use crate::untrusted::path::{PathError, check_relative, existing_inside};
+use crate::untrusted::redact;
+use crate::untrusted::text::for_log;
 
 /// Errors from DVC formats and data sync; each names the file, key or URL involved.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +38,7 @@ pub enum DvcError {
         "no DVC repository at or above {start}; hint: run `dvc init` (or `git init && dvc init`) first"
     )]
     NotARepo { start: PathBuf },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -49,7 +61,8 @@ pub enum DvcError {
     )]
     UnknownRemote { path: PathBuf, name: String },
     #[error(
-        "remote {url}: only s3:// remotes are supported; hint: use `dvc push`/`dvc pull` for other storage"
+        "remote {}: only s3:// remotes are supported; hint: use `dvc push`/`dvc pull` for other storage",
+        for_log(&redact::url(.url))
     )]
     UnsupportedRemote { url: String },
     #[error("{path}: {message}; hint: restore it from git or re-run `dvc add`")]
@@ -63,15 +76,23 @@ pub enum DvcError {
     )]
     OutsideRepo { path: PathBuf, root: PathBuf },
     #[error(
-        "{name}: object {path} is missing from the local cache; hint: run `wms data add` (or `wms data pull`) first"
+        "{}: object {path} is missing from the local cache; hint: run `wms data add` (or `wms data pull`) first",
+        for_log(.name)
     )]
     NotInCache { name: String, path: PathBuf },
-    #[error("{url}: {message}; hint: check the remote's URL, endpoint and AWS credentials")]
+    #[error(
+        "{}: {}; hint: check the remote's URL, endpoint and AWS credentials",
+        for_log(.url), for_log(&redact::text(.message))
+    )]
     Remote { url: String, message: String },
-    #[error("{name}: {url} is not in the remote; hint: push it from a clone that has it")]
+    #[error(
+        "{}: {} is not in the remote; hint: push it from a clone that has it",
+        for_log(.name), for_log(.url)
+    )]
     MissingInRemote { name: String, url: String },
     #[error(
-        "{name}: corrupted object {url} (md5 {actual}, expected {expected}); not written; hint: re-push it from a clone with a good copy"
+        "{}: corrupted object {} (md5 {actual}, expected {expected}); not written; hint: re-push it from a clone with a good copy",
+        for_log(.name), for_log(.url)
     )]
     Corrupt {
         name: String,
@@ -92,8 +113,48 @@ pub enum DvcError {
         total: usize,
         details: String,
     },
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    /// A path the repository supplied (an output's `path:`, a manifest's `relpath`) that the
+    /// path rule refused; the source says why and what to do.
+    #[error("{file}: {what}")]
+    UnsafePath {
+        file: PathBuf,
+        what: String,
+        #[source]
+        source: PathError,
+    },
+    #[error(
+        "{path} resolves to {real}, inside the repository's .git or .dvc; hint: wms does not add repository metadata (it can hold credentials), copy the file out of there instead"
+    )]
+    InRepoMetadata { path: PathBuf, real: PathBuf },
+    /// A file to read whose real location is outside the repository, or a cache entry behind a
+    /// link; the message names the path.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(
+        "{file}: remote `{}` sets endpointurl = {}, and an endpoint chosen by the repository would receive requests signed with your AWS credentials; hint: set {WMS_DVC_TRUST_ENDPOINT}=1 (or pass --trust-endpoint) if you trust this repository's DVC config, or set {WMS_DVC_ENDPOINT_URL} (--endpoint-url) to the endpoint yourself",
+        for_log(.remote), for_log(&redact::url(.url))
+    )]
+    UntrustedEndpoint {
+        file: PathBuf,
+        remote: String,
+        url: String,
+    },
+    #[error(
+        "endpoint {} ({origin}) is plain HTTP to a host that is not loopback: the signed requests and the session token would cross the network unencrypted; hint: use https://, or set {WMS_DVC_ALLOW_HTTP}=1 (or pass --allow-http) if the network in between is private",
+        for_log(&redact::url(.url))
+    )]
+    PlainHttpEndpoint { url: String, origin: EndpointOrigin },
+    #[error(
+        "endpoint {} ({origin}) cannot be used: {message}; hint: give an https:// URL, e.g. https://minio.example.com:9000",
+        for_log(&redact::url(.url))
+    )]
+    BadEndpoint {
+        url: String,
+        origin: EndpointOrigin,
+        message: String,
+    },
 }
 
 /// A DVC repository: the directory holding `.dvc/`.
@@ -140,7 +201,7 @@ impl Repo {
     /// The local cache (`.dvc/cache`; `cache.dir` in the config is not supported yet).
     pub fn cache(&self) -> Cache {
         Cache {
-            dir: self.dvc_dir().join("cache"),
+            root: self.root.clone(),
         }
     }
 
@@ -152,11 +213,7 @@ impl Repo {
                 path: path.to_path_buf(),
                 root: self.root.clone(),
             })?;
-        Ok(rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"))
+        Ok(slash_path(rel))
     }
 
     /// Every `.dvc` file and `dvc.lock` in the workspace (not inside `.git`, `.dvc` or tracked
@@ -202,6 +259,8 @@ impl Repo {
                     path: t.clone(),
                     source,
                 })?;
+                // The user's own path: `..` in it is theirs to write, so resolve it here.
+                let abs = normalize(&abs);
                 let name = abs.to_string_lossy().into_owned();
                 if dvcfile::is_metafile(&name) && abs.is_file() {
                     m.push(abs);
@@ -217,6 +276,9 @@ impl Repo {
         };
         let mut out = Vec::new();
         for metafile in metafiles {
+            // A metafile committed as a link is read only when it points inside the repository.
+            existing_inside(&self.root, &metafile)?;
+            let dir = self.relative(metafile.parent().unwrap_or(&self.root))?;
             let text = fs_err::read_to_string(&metafile).map_err(|source| DvcError::Io {
                 path: metafile.clone(),
                 source,
@@ -227,7 +289,6 @@ impl Repo {
                     path: metafile.clone(),
                     message,
                 })?;
-            let dir = metafile.parent().unwrap_or(&self.root).to_path_buf();
             for r in recorded {
                 if r.out.cache == Some(false) {
                     // Kept in git, not in the cache or the remote.
@@ -242,8 +303,8 @@ impl Repo {
                         path: metafile.clone(),
                         message: format!("`{md5}` is not an md5 object id"),
                     })?;
-                let workspace = normalize(&dir.join(&r.out.path));
-                let name = self.relative(&workspace)?;
+                let name = output_name(&metafile, &dir, &r.out.path)?;
+                let workspace = self.root.join(&name);
                 out.push(Tracked {
                     metafile: metafile.clone(),
                     workspace,
@@ -257,7 +318,32 @@ impl Repo {
     }
 }
 
-/// Resolves `.` and `..` without touching the file system.
+/// The repository-relative name of an output recorded as `path` in a metafile in directory
+/// `dir` (`""` at the root). The path rule's syntax half: relative, no `..`, no NUL; whether its
+/// parents are real directories is checked where it is written (checkout).
+fn output_name(metafile: &Path, dir: &str, path: &str) -> Result<String, DvcError> {
+    let rel = check_relative(path).map_err(|source| DvcError::UnsafePath {
+        file: metafile.to_path_buf(),
+        what: "the `path` of an output".into(),
+        source,
+    })?;
+    let rel = slash_path(&rel);
+    Ok(if dir.is_empty() {
+        rel
+    } else {
+        format!("{dir}/{rel}")
+    })
+}
+
+/// A relative path as `/`-separated text (the form DVC records and the path rule takes).
+pub(crate) fn slash_path(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Resolves `.` and `..` without touching the file system (for paths the user typed).
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -315,5 +401,40 @@ mod tests {
             Repo::discover(Path::new("/")),
             Err(DvcError::NotARepo { .. })
         ));
+    }
+
+    #[test]
+    fn issue11_output_paths_must_be_relative_without_dotdot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join(".dvc")).unwrap();
+        fs_err::create_dir_all(root.join("data")).unwrap();
+        let repo = Repo {
+            root: root.to_path_buf(),
+        };
+        let md5 = "b1946ac92492d2347c6235b4d2611184";
+        for path in ["../../etc/x", "/etc/x", "a/../../x", "''"] {
+            fs_err::write(
+                root.join("data/x.dvc"),
+                format!("outs:\n- md5: {md5}\n  hash: md5\n  path: {path}\n"),
+            )
+            .unwrap();
+            let err = repo.tracked(&[]).unwrap_err();
+            assert!(matches!(err, DvcError::UnsafePath { .. }), "{path}: {err}");
+            let text = crate::mlflow::error::chain(&err);
+            assert!(
+                text.contains("data/x.dvc") && text.contains("hint:"),
+                "{text}"
+            );
+        }
+        // `.` components are harmless and dropped.
+        fs_err::write(
+            root.join("data/x.dvc"),
+            format!("outs:\n- md5: {md5}\n  hash: md5\n  path: ./sub/./x.bin\n"),
+        )
+        .unwrap();
+        let t = repo.tracked(&[]).unwrap();
+        assert_eq!(t[0].name, "data/sub/x.bin");
+        assert_eq!(t[0].workspace, root.join("data/sub/x.bin"));
     }
 }

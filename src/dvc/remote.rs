@@ -1,5 +1,6 @@
 //! The S3 remote (`s3://bucket/prefix`), through aws-sdk-s3 and the default credential chain.
-//! `endpointurl` (moto, MinIO, …) switches to path-style addressing, as s3fs does for them.
+//! An endpoint (moto, MinIO, …) switches to path-style addressing, as s3fs does for them; which
+//! endpoint, if any, is [`super::trust`]'s decision, made before this module connects.
 //!
 //! Downloads stream into a temp file next to the cache entry while hashing; only an object whose
 //! md5 matches its id is renamed into place, so a corrupted or truncated object never reaches
@@ -44,8 +45,9 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), DvcError> {
 
 impl S3Remote {
     /// Builds a client from the remote's settings and the default AWS provider chain (env,
-    /// profile, web identity, IMDS, …).
-    pub async fn connect(cfg: &RemoteConfig) -> Result<S3Remote, DvcError> {
+    /// profile, web identity, IMDS, …). `endpoint` is the one [`super::trust`] chose; the
+    /// remote's own `endpointurl` is not read here.
+    pub async fn connect(cfg: &RemoteConfig, endpoint: Option<&str>) -> Result<S3Remote, DvcError> {
         let (bucket, prefix) = parse_s3_url(&cfg.url)?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &cfg.region {
@@ -57,7 +59,7 @@ impl S3Remote {
             // s3fs (and so dvc) defaults to us-east-1 when nothing names a region.
             builder = builder.region(aws_config::Region::new("us-east-1"));
         }
-        if let Some(endpoint) = &cfg.endpointurl {
+        if let Some(endpoint) = endpoint {
             builder = builder.endpoint_url(endpoint).force_path_style(true);
         }
         Ok(S3Remote {

@@ -6,6 +6,11 @@
 //! asks the remote first (HEAD). Transfers run `jobs` at a time on one tokio runtime. Directory
 //! manifests go last on push and first on pull, as DVC orders them, so a `.dir` in the remote
 //! implies its files are there. Every downloaded byte is md5-checked before it gets its name.
+//!
+//! A manifest's `relpath`s come from the repository (or whoever wrote the remote): each one is
+//! checked by the path rule before anything is downloaded for it, and every file is written
+//! through [`create_parents_inside`], so no entry and no committed link can place a file outside
+//! the workspace. Such a refusal stops the whole pull.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -22,7 +27,10 @@ use super::cache::{Cache, ObjectId, md5_file, set_mode};
 use super::config::{DvcConfig, config_path};
 use super::dvcfile::{DirEntry, parse_dir_manifest};
 use super::remote::S3Remote;
-use super::{DvcError, Repo, Tracked};
+use super::trust::EndpointPolicy;
+use super::{DvcError, Repo, Tracked, slash_path};
+use crate::untrusted::path::{check_relative, create_parents_inside};
+use crate::untrusted::text::for_log;
 
 /// What `push` and `pull` are asked to do.
 #[derive(Debug, Clone)]
@@ -33,6 +41,8 @@ pub struct SyncOptions {
     pub jobs: usize,
     /// `.dvc` files or tracked paths; empty: all.
     pub targets: Vec<PathBuf>,
+    /// Which endpoint the signed requests may go to.
+    pub endpoint: EndpointPolicy,
     /// Test hook (`WMS_DATA_PULL_STOP_AFTER`): start at most this many downloads, then fail as
     /// an interrupted pull would, leaving the finished objects in the cache.
     pub stop_after: Option<usize>,
@@ -76,10 +86,15 @@ fn runtime(jobs: usize) -> Result<tokio::runtime::Runtime, DvcError> {
         .map_err(DvcError::Runtime)
 }
 
-async fn connect(repo: &Repo, remote: Option<&str>) -> Result<S3Remote, DvcError> {
+async fn connect(
+    repo: &Repo,
+    remote: Option<&str>,
+    policy: &EndpointPolicy,
+) -> Result<S3Remote, DvcError> {
     let cfg = DvcConfig::load(&repo.dvc_dir())?;
-    let (_, rc) = cfg.remote(remote, &config_path(&repo.root))?;
-    S3Remote::connect(&rc).await
+    let (name, rc) = cfg.remote(remote, &config_path(&repo.root))?;
+    let endpoint = policy.choose(&name, &rc)?;
+    S3Remote::connect(&rc, endpoint.as_deref()).await
 }
 
 /// Runs `f` over `items`, at most `jobs` at a time; results in completion order.
@@ -125,7 +140,7 @@ fn unwrap_join<R>(r: Result<R, tokio::task::JoinError>) -> R {
 
 /// Reads a `.dir` manifest from the cache.
 fn read_manifest(cache: &Cache, t: &Tracked) -> Result<Vec<DirEntry>, DvcError> {
-    let path = cache.path_of(&t.id);
+    let path = cache.entry(&t.id, &t.name)?;
     let bytes = fs_err::read(&path).map_err(|source| DvcError::Io {
         path: path.clone(),
         source,
@@ -133,7 +148,8 @@ fn read_manifest(cache: &Cache, t: &Tracked) -> Result<Vec<DirEntry>, DvcError> 
     parse_dir_manifest(&bytes).map_err(|message| DvcError::Metafile { path, message })
 }
 
-/// The file objects of `t` (itself, or its manifest's entries) with their workspace names.
+/// The file objects of `t` (itself, or its manifest's entries) with their workspace names; a
+/// `relpath` the path rule refuses is an error.
 fn file_objects(cache: &Cache, t: &Tracked) -> Result<Vec<Wanted>, DvcError> {
     if !t.id.dir {
         return Ok(vec![Wanted {
@@ -145,11 +161,16 @@ fn file_objects(cache: &Cache, t: &Tracked) -> Result<Vec<Wanted>, DvcError> {
     for e in read_manifest(cache, t)? {
         let id = ObjectId::parse(&e.md5, t.id.legacy).ok_or_else(|| DvcError::Metafile {
             path: cache.path_of(&t.id),
-            message: format!("`{}` is not an md5 object id", e.md5),
+            message: format!("`{}` is not an md5 object id", for_log(&e.md5)),
+        })?;
+        let rel = check_relative(&e.relpath).map_err(|source| DvcError::UnsafePath {
+            file: cache.path_of(&t.id),
+            what: format!("the .dir manifest of {} lists a file", for_log(&t.name)),
+            source,
         })?;
         out.push(Wanted {
             id,
-            name: format!("{}/{}", t.name, e.relpath),
+            name: format!("{}/{}", t.name, slash_path(&rel)),
         });
     }
     Ok(out)
@@ -214,7 +235,7 @@ pub fn pull(repo: &Repo, opts: &SyncOptions) -> Result<PullSummary, DvcError> {
     let rt = runtime(opts.jobs)?;
     let jobs = opts.jobs.max(1);
     let (mut summary, failures, complete) = rt.block_on(async {
-        let remote = connect(repo, opts.remote.as_deref()).await?;
+        let remote = connect(repo, opts.remote.as_deref(), &opts.endpoint).await?;
         let fetcher = Arc::new(Fetcher {
             remote,
             cache: cache.clone(),
@@ -246,6 +267,8 @@ pub fn pull(repo: &Repo, opts: &SyncOptions) -> Result<PullSummary, DvcError> {
                     all.extend(files.iter().cloned());
                     per_out.push(Some(files));
                 }
+                // A hostile manifest stops the pull before anything is downloaded for it.
+                Err(e) if is_unsafe(&e) => return Err(e),
                 Err(e) => {
                     failures.push(e);
                     per_out.push(None);
@@ -278,16 +301,16 @@ pub fn pull(repo: &Repo, opts: &SyncOptions) -> Result<PullSummary, DvcError> {
     }
     // Check out every output whose objects are all in the cache, even when others failed.
     let mut checkout_failures = Vec::new();
-    for (t, files) in tracked.iter().zip(complete) {
-        let Some(files) = files else { continue };
+    for files in complete.into_iter().flatten() {
         if files.iter().any(|w| !cache.contains(&w.id)) {
             continue;
         }
-        match checkout(&cache, t, &files) {
+        match checkout(&repo.root, &cache, &files) {
             Ok((written, unchanged)) => {
                 summary.files_written += written;
                 summary.files_unchanged += unchanged;
             }
+            Err(e) if is_unsafe(&e) => return Err(e),
             Err(e) => checkout_failures.push(e),
         }
     }
@@ -301,8 +324,17 @@ pub fn pull(repo: &Repo, opts: &SyncOptions) -> Result<PullSummary, DvcError> {
     }
 }
 
+/// Whether `e` is the path rule refusing repository content: never one failure among many.
+fn is_unsafe(e: &DvcError) -> bool {
+    matches!(e, DvcError::UnsafePath { .. } | DvcError::Path(_))
+}
+
 fn incomplete(op: &'static str, failures: Vec<DvcError>, total: usize) -> DvcError {
-    let mut details: Vec<String> = failures.iter().take(3).map(ToString::to_string).collect();
+    let mut details: Vec<String> = failures
+        .iter()
+        .take(3)
+        .map(|e| crate::mlflow::error::chain(e))
+        .collect();
     if failures.len() > 3 {
         details.push(format!("… and {} more", failures.len() - 3));
     }
@@ -314,23 +346,15 @@ fn incomplete(op: &'static str, failures: Vec<DvcError>, total: usize) -> DvcErr
     }
 }
 
-/// Copies the cached objects of one output into the workspace; returns (written, unchanged).
-fn checkout(cache: &Cache, t: &Tracked, files: &[Wanted]) -> Result<(usize, usize), DvcError> {
-    let dests: Vec<(PathBuf, &Wanted)> = if t.id.dir {
-        let prefix = format!("{}/", t.name);
-        files
-            .iter()
-            .map(|w| {
-                let rel = w.name.strip_prefix(&prefix).unwrap_or(&w.name);
-                (t.workspace.join(rel), w)
-            })
-            .collect()
-    } else {
-        files.iter().map(|w| (t.workspace.clone(), w)).collect()
-    };
-    let results: Vec<Result<bool, DvcError>> = dests
+/// Copies the cached objects of one output into the workspace at `root`; returns (written,
+/// unchanged). Each file's parents are made (or found) as real directories inside `root`.
+fn checkout(root: &Path, cache: &Cache, files: &[Wanted]) -> Result<(usize, usize), DvcError> {
+    let results: Vec<Result<bool, DvcError>> = files
         .par_iter()
-        .map(|(dest, w)| checkout_file(&cache.path_of(&w.id), dest, &w.id))
+        .map(|w| {
+            let dest = create_parents_inside(root, &w.name)?;
+            checkout_file(&cache.entry(&w.id, &w.name)?, &dest, &w.id)
+        })
         .collect();
     let mut written = 0;
     let mut unchanged = 0;
@@ -345,6 +369,7 @@ fn checkout(cache: &Cache, t: &Tracked, files: &[Wanted]) -> Result<(usize, usiz
 }
 
 /// Copies `src` (a cache entry) to `dest` atomically unless `dest` already has that content.
+/// `dest`'s parent must exist; a link at `dest` is replaced, never followed.
 fn checkout_file(src: &Path, dest: &Path, id: &ObjectId) -> Result<bool, DvcError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -365,7 +390,6 @@ fn checkout_file(src: &Path, dest: &Path, id: &ObjectId) -> Result<bool, DvcErro
         _ => {}
     }
     let dir = dest.parent().unwrap_or(Path::new("."));
-    fs_err::create_dir_all(dir).map_err(io(dir))?;
     let tmp = tempfile::Builder::new()
         .prefix(".wms-tmp-")
         .tempfile_in(dir)
@@ -382,26 +406,16 @@ pub fn push(repo: &Repo, opts: &SyncOptions) -> Result<PushSummary, DvcError> {
     let tracked = repo.tracked(&opts.targets)?;
     let cache = repo.cache();
     // Everything must be in the cache before anything is sent.
-    let mut files: BTreeMap<ObjectId, String> = BTreeMap::new();
-    let mut dirs: BTreeMap<ObjectId, String> = BTreeMap::new();
+    let mut files: BTreeMap<ObjectId, PathBuf> = BTreeMap::new();
+    let mut dirs: BTreeMap<ObjectId, PathBuf> = BTreeMap::new();
     for t in &tracked {
-        let check = |id: &ObjectId, name: &str| {
-            if cache.contains(id) {
-                Ok(())
-            } else {
-                Err(DvcError::NotInCache {
-                    name: name.to_string(),
-                    path: cache.path_of(id),
-                })
-            }
-        };
-        check(&t.id, &t.name)?;
+        let entry = cache.entry(&t.id, &t.name)?;
         for w in file_objects(&cache, t)? {
-            check(&w.id, &w.name)?;
-            files.entry(w.id).or_insert(w.name);
+            let path = cache.entry(&w.id, &w.name)?;
+            files.entry(w.id).or_insert(path);
         }
         if t.id.dir {
-            dirs.entry(t.id.clone()).or_insert_with(|| t.name.clone());
+            dirs.entry(t.id.clone()).or_insert(entry);
         }
     }
     let objects = files.len() + dirs.len();
@@ -409,7 +423,7 @@ pub fn push(repo: &Repo, opts: &SyncOptions) -> Result<PushSummary, DvcError> {
     let rt = runtime(opts.jobs)?;
     let jobs = opts.jobs.max(1);
     let (uploaded, bytes, failures) = rt.block_on(async {
-        let remote = Arc::new(connect(repo, opts.remote.as_deref()).await?);
+        let remote = Arc::new(connect(repo, opts.remote.as_deref(), &opts.endpoint).await?);
         let mut uploaded = 0usize;
         let mut bytes = 0u64;
         let mut failures = Vec::new();
@@ -418,13 +432,7 @@ pub fn push(repo: &Repo, opts: &SyncOptions) -> Result<PushSummary, DvcError> {
                 // Never publish a manifest whose files did not all arrive.
                 break;
             }
-            let items: Vec<(ObjectId, PathBuf)> = phase
-                .into_keys()
-                .map(|id| {
-                    let p = cache.path_of(&id);
-                    (id, p)
-                })
-                .collect();
+            let items: Vec<(ObjectId, PathBuf)> = phase.into_iter().collect();
             let r = remote.clone();
             let progress = opts.progress.clone();
             let results = parallel(items, jobs, move |(id, path)| {
@@ -465,4 +473,87 @@ pub fn push(repo: &Repo, opts: &SyncOptions) -> Result<PushSummary, DvcError> {
         bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dvc::cache::md5_hex;
+    use crate::dvc::dvcfile::render_dir_manifest;
+
+    /// A repository whose cache holds `files` and a manifest listing them, tracked as
+    /// `data/images`.
+    fn repo_with_manifest(root: &Path, files: &[(&str, &[u8])]) -> (Repo, Tracked) {
+        fs_err::create_dir_all(root.join(".dvc")).unwrap();
+        let repo = Repo {
+            root: root.to_path_buf(),
+        };
+        let cache = repo.cache();
+        let mut entries = Vec::new();
+        for (rel, bytes) in files {
+            let md5 = md5_hex(bytes);
+            cache
+                .store_bytes(&ObjectId::parse(&md5, false).unwrap(), bytes)
+                .unwrap();
+            entries.push(DirEntry {
+                md5,
+                relpath: rel.to_string(),
+            });
+        }
+        let manifest = render_dir_manifest(&entries);
+        let id = ObjectId {
+            md5: md5_hex(&manifest),
+            dir: true,
+            legacy: false,
+        };
+        cache.store_bytes(&id, &manifest).unwrap();
+        let tracked = Tracked {
+            metafile: root.join("data/images.dvc"),
+            workspace: root.join("data/images"),
+            name: "data/images".into(),
+            out: crate::dvc::dvcfile::Out {
+                path: "images".into(),
+                md5: Some(format!("{}.dir", id.md5)),
+                size: None,
+                nfiles: None,
+                hash: Some("md5".into()),
+                cache: None,
+            },
+            id,
+        };
+        (repo, tracked)
+    }
+
+    #[test]
+    fn issue11_manifest_relpaths_are_checked_before_anything_is_planned() {
+        for bad in ["../x", "/tmp/x", "a/../../x", "a\0b", ""] {
+            let dir = tempfile::tempdir().unwrap();
+            let (repo, t) = repo_with_manifest(dir.path(), &[("ok", b"1"), (bad, b"2")]);
+            let err = file_objects(&repo.cache(), &t).unwrap_err();
+            assert!(is_unsafe(&err), "{bad:?}: {err}");
+            assert!(err.to_string().contains("data/images"), "{err}");
+        }
+    }
+
+    #[test]
+    fn issue11_checkout_does_not_write_through_a_symlinked_directory() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, t) = repo_with_manifest(root, &[("sub/a.txt", b"a"), ("b.txt", b"b")]);
+        let files = file_objects(&repo.cache(), &t).unwrap();
+        fs_err::create_dir_all(root.join("data/images")).unwrap();
+        symlink(outside.path(), root.join("data/images/sub")).unwrap();
+        let err = checkout(root, &repo.cache(), &files).unwrap_err();
+        assert!(is_unsafe(&err), "{err}");
+        assert_eq!(fs_err::read_dir(outside.path()).unwrap().count(), 0);
+        // With a real directory there, the rest checks out (b.txt, inside, was already written).
+        fs_err::remove_file(root.join("data/images/sub")).unwrap();
+        assert_eq!(checkout(root, &repo.cache(), &files).unwrap(), (1, 1));
+        assert_eq!(
+            fs_err::read(root.join("data/images/sub/a.txt")).unwrap(),
+            b"a"
+        );
+    }
 }

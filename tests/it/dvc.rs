@@ -1,6 +1,11 @@
 //! `wms data add|push|pull` against the real `dvc` CLI (the project venv's) and a real S3 API
 //! (the moto server from `servers`): interop both ways, resume after an interruption, and a
 //! corrupted remote object. Each test has its own bucket and repositories in temp dirs.
+//!
+//! The `issue11_*` tests are hostile repositories (issue 11): manifests and `.dvc` files whose
+//! paths leave the workspace, directories committed as links, objects committed under
+//! `.dvc/cache/` (so no remote is involved), links to secrets for `wms data add`, and a
+//! `.dvc/config` that chooses where the signed requests go.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,16 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(tag: &str) -> Sandbox {
+        let sb = Sandbox::offline(tag);
+        s3(|c| {
+            let bucket = sb.bucket.clone();
+            async move { c.create_bucket().bucket(bucket).send().await.map(|_| ()) }
+        });
+        sb
+    }
+
+    /// A sandbox whose bucket is not created (the test never reaches moto).
+    pub fn offline(tag: &str) -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix(&format!("wms-dvc-{tag}-"))
             .tempdir()
@@ -34,10 +49,6 @@ impl Sandbox {
                 .unwrap()
                 .to_ascii_lowercase()
         );
-        s3(|c| {
-            let bucket = bucket.clone();
-            async move { c.create_bucket().bucket(bucket).send().await.map(|_| ()) }
-        });
         Sandbox { dir, bucket }
     }
 
@@ -45,7 +56,8 @@ impl Sandbox {
         self.dir.path().join(rel)
     }
 
-    /// The env every command here runs with: moto credentials, isolated dvc state.
+    /// The env every command here runs with: moto credentials, isolated dvc state, and the
+    /// allowance to use the loopback moto endpoint that `repo` writes into `.dvc/config`.
     pub fn env(&self, cmd: &mut Command) {
         for var in [
             "AWS_PROFILE",
@@ -56,10 +68,13 @@ impl Sandbox {
             "AWS_SHARED_CREDENTIALS_FILE",
             "WMS_DATA_PULL_STOP_AFTER",
             "WMS_DATA_JOBS",
+            "WMS_DVC_ENDPOINT_URL",
+            "WMS_DVC_ALLOW_HTTP",
             "GIT_DIR",
         ] {
             cmd.env_remove(var);
         }
+        cmd.env("WMS_DVC_TRUST_ENDPOINT", "1");
         cmd.env("HOME", self.path("home"))
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -429,6 +444,368 @@ fn a_corrupted_remote_object_is_reported_by_name_and_never_written() {
     assert!(
         !tree(&b).keys().any(|k| k.contains(".wms-tmp-")),
         "temp files left behind"
+    );
+}
+
+/// A loopback port where nobody should knock: connections queue in the backlog unaccepted, and
+/// [`Trap::assert_untouched`] fails if one did.
+struct Trap(std::net::TcpListener);
+
+impl Trap {
+    fn new() -> Trap {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Trap(listener)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.0.local_addr().unwrap().port())
+    }
+
+    fn assert_untouched(&self) {
+        match self.0.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((_, peer)) => panic!("{peer} connected to the endpoint the repository chose"),
+            Err(e) => panic!("checking the trap: {e}"),
+        }
+    }
+}
+
+/// A DVC repository made by hand (no git, no dvc CLI) whose default remote is this sandbox's
+/// bucket behind `endpoint`.
+fn hand_repo(sb: &Sandbox, name: &str, endpoint: &str) -> PathBuf {
+    let root = sb.path(name);
+    fs_err::create_dir_all(root.join(".dvc")).unwrap();
+    fs_err::write(
+        root.join(".dvc/config"),
+        format!(
+            "[core]\n    remote = storage\n['remote \"storage\"']\n    url = s3://{}/store\n    endpointurl = {endpoint}\n",
+            sb.bucket
+        ),
+    )
+    .unwrap();
+    root
+}
+
+/// Commits `bytes` as an object under `.dvc/cache/` (DVC 3 layout; `suffix` `.dir` for a
+/// manifest), as a hostile pull request can; returns its md5.
+fn commit_object(root: &Path, bytes: &[u8], suffix: &str) -> String {
+    let md5 = format!("{:x}", md5::Md5::digest(bytes));
+    let path = root.join(format!(
+        ".dvc/cache/files/md5/{}/{}{suffix}",
+        &md5[..2],
+        &md5[2..]
+    ));
+    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    fs_err::write(&path, bytes).unwrap();
+    md5
+}
+
+/// `data/images.dvc` tracking a directory whose manifest, committed in the cache with its
+/// files, lists `entries` (relpath, content) verbatim.
+fn hostile_dir(root: &Path, entries: &[(&str, &[u8])]) {
+    let listed: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(rel, bytes)| serde_json::json!({"md5": commit_object(root, bytes, ""), "relpath": rel}))
+        .collect();
+    let md5 = commit_object(root, &serde_json::to_vec(&listed).unwrap(), ".dir");
+    fs_err::create_dir_all(root.join("data")).unwrap();
+    fs_err::write(
+        root.join("data/images.dvc"),
+        format!(
+            "outs:\n- md5: {md5}.dir\n  size: 1\n  nfiles: {}\n  hash: md5\n  path: images\n",
+            entries.len()
+        ),
+    )
+    .unwrap();
+}
+
+/// `data/<name>.dvc` tracking one file recorded at `path`, its object committed in the cache.
+fn hostile_file(root: &Path, name: &str, path: &str, bytes: &[u8]) {
+    let md5 = commit_object(root, bytes, "");
+    fs_err::create_dir_all(root.join("data")).unwrap();
+    fs_err::write(
+        root.join(format!("data/{name}.dvc")),
+        format!(
+            "outs:\n- md5: {md5}\n  size: {}\n  hash: md5\n  path: {path}\n",
+            bytes.len()
+        ),
+    )
+    .unwrap();
+}
+
+/// Asserts the one-line refusal (exit 1) and returns it.
+fn refusal(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {err}",
+        stdout(out)
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    err
+}
+
+/// `wms` with the sandbox's env but without the allowance to use the repository's endpoint.
+fn wms_untrusting(sb: &Sandbox, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = util::bin("wms");
+    cmd.args(args);
+    sb.env(&mut cmd);
+    cmd.env_remove("WMS_DVC_TRUST_ENDPOINT")
+        .envs(env.iter().copied());
+    cmd.current_dir(dir).output().unwrap()
+}
+
+#[test]
+fn issue11_pull_refuses_dotdot_relpath() {
+    let sb = Sandbox::offline("dotdot");
+    let trap = Trap::new();
+    let root = hand_repo(&sb, "a", &trap.url());
+    // data/images/../../../escape.txt is next to the repository, outside it.
+    hostile_dir(
+        &root,
+        &[("a.txt", b"fine\n"), ("../../../escape.txt", b"pwned\n")],
+    );
+    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    assert!(
+        err.contains("../../../escape.txt") && err.contains("data/images") && err.contains(".dir"),
+        "{err}"
+    );
+    assert!(!sb.path("escape.txt").exists());
+    assert!(!root.join("data/images").exists(), "nothing checked out");
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_pull_refuses_absolute_relpath() {
+    let sb = Sandbox::offline("abs");
+    let trap = Trap::new();
+    let root = hand_repo(&sb, "a", &trap.url());
+    let target = sb.path("abs-escape.txt");
+    hostile_dir(&root, &[(target.to_str().unwrap(), b"pwned\n")]);
+    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    assert!(
+        err.contains("absolute") && err.contains("data/images"),
+        "{err}"
+    );
+    assert!(!target.exists());
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_pull_does_not_follow_a_committed_symlinked_directory() {
+    use std::os::unix::fs::symlink;
+    let sb = Sandbox::offline("linkdir");
+    let trap = Trap::new();
+    let outside = sb.path("outside");
+    fs_err::create_dir_all(&outside).unwrap();
+    let root = hand_repo(&sb, "a", &trap.url());
+    hostile_dir(&root, &[("sub/pwned.txt", b"pwned\n")]);
+    // A directory inside the output committed as a link out of the workspace.
+    fs_err::create_dir_all(root.join("data/images")).unwrap();
+    symlink(&outside, root.join("data/images/sub")).unwrap();
+    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    assert!(
+        err.contains("symbolic link") && err.contains("data/images/sub"),
+        "{err}"
+    );
+    assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    // The output directory itself committed as a link: the same.
+    fs_err::remove_dir_all(root.join("data/images")).unwrap();
+    symlink(&outside, root.join("data/images")).unwrap();
+    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_pull_replaces_a_committed_file_link_instead_of_writing_through_it() {
+    use std::os::unix::fs::symlink;
+    let sb = Sandbox::offline("linkfile");
+    let trap = Trap::new();
+    let victim = sb.path("victim.txt");
+    fs_err::write(&victim, "original\n").unwrap();
+    let root = hand_repo(&sb, "a", &trap.url());
+    hostile_dir(&root, &[("a.txt", b"data\n")]);
+    fs_err::create_dir_all(root.join("data/images")).unwrap();
+    symlink(&victim, root.join("data/images/a.txt")).unwrap();
+    let out = sb.wms(&root, &["data", "pull"]);
+    assert_ok(&out, "pull over a committed link");
+    assert_eq!(fs_err::read_to_string(&victim).unwrap(), "original\n");
+    let written = root.join("data/images/a.txt");
+    assert!(fs_err::symlink_metadata(&written).unwrap().is_file());
+    assert_eq!(fs_err::read_to_string(&written).unwrap(), "data\n");
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_pull_refuses_an_output_path_outside_the_workspace() {
+    let sb = Sandbox::offline("outpath");
+    let trap = Trap::new();
+    let abs = sb.path("abs-out.txt");
+    for (i, path) in ["../../escape-out.txt", abs.to_str().unwrap()]
+        .into_iter()
+        .enumerate()
+    {
+        let root = hand_repo(&sb, &format!("r{i}"), &trap.url());
+        hostile_file(&root, "x", path, b"pwned\n");
+        let err = refusal(&sb.wms(&root, &["data", "pull"]));
+        assert!(
+            err.contains("data/x.dvc") && err.contains("`path`"),
+            "{err}"
+        );
+    }
+    // The same through dvc.lock.
+    let root = hand_repo(&sb, "lock", &trap.url());
+    let md5 = commit_object(&root, b"pwned\n", "");
+    fs_err::write(
+        root.join("dvc.lock"),
+        format!(
+            "schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n    - path: ../escape-lock.txt\n      hash: md5\n      md5: {md5}\n      size: 6\n"
+        ),
+    )
+    .unwrap();
+    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    assert!(err.contains("dvc.lock") && err.contains(".."), "{err}");
+    for escaped in ["escape-out.txt", "abs-out.txt", "escape-lock.txt"] {
+        assert!(!sb.path(escaped).exists(), "{escaped} written");
+    }
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_add_refuses_a_symlink_to_a_file_outside_the_repository() {
+    use std::os::unix::fs::symlink;
+    let sb = Sandbox::offline("addlink");
+    let root = sb.path("a");
+    fs_err::create_dir_all(root.join(".dvc")).unwrap();
+    fs_err::create_dir_all(root.join("data/images")).unwrap();
+    let secret = sb.path("credentials");
+    fs_err::write(&secret, "aws_secret_access_key = hunter2\n").unwrap();
+    symlink(&secret, root.join("data/creds")).unwrap();
+    let err = refusal(&sb.wms(&root, &["data", "add", "data/creds"]));
+    assert!(
+        err.contains("data/creds") && err.contains("outside"),
+        "{err}"
+    );
+    // Inside a directory: the process environment, as in the reported attack.
+    fs_err::write(root.join("data/images/ok.txt"), "ok\n").unwrap();
+    symlink("/proc/self/environ", root.join("data/images/leak")).unwrap();
+    let err = refusal(&sb.wms(&root, &["data", "add", "data/images"]));
+    assert!(err.contains("leak") && err.contains("outside"), "{err}");
+    // Into the repository's own .git (the checkout's token lives in .git/config).
+    fs_err::create_dir_all(root.join(".git")).unwrap();
+    fs_err::write(root.join(".git/config"), "extraheader = AUTHORIZATION: x\n").unwrap();
+    symlink("../.git/config", root.join("data/gitconfig")).unwrap();
+    let err = refusal(&sb.wms(&root, &["data", "add", "data/gitconfig"]));
+    assert!(err.contains(".git"), "{err}");
+    assert!(!root.join(".dvc/cache").exists(), "something was hashed");
+    for f in ["data/creds.dvc", "data/images.dvc", "data/gitconfig.dvc"] {
+        assert!(!root.join(f).exists(), "{f}");
+    }
+    // A link that stays inside is followed, as dvc does.
+    fs_err::remove_file(root.join("data/images/leak")).unwrap();
+    symlink("../../README.md", root.join("data/images/readme")).unwrap();
+    fs_err::write(root.join("README.md"), "hello\n").unwrap();
+    let out = sb.wms(&root, &["data", "add", "data/images"]);
+    assert_ok(&out, "add with an inside link");
+    assert!(stdout(&out).contains("(2 file(s)"), "{}", stdout(&out));
+}
+
+#[test]
+fn issue11_a_repository_endpoint_is_not_used_without_the_allowance() {
+    let sb = Sandbox::offline("endpoint");
+    let trap = Trap::new();
+    let root = hand_repo(&sb, "a", &trap.url());
+    hostile_file(&root, "y", "y.txt", b"cached\n");
+    // An output whose object is nowhere: a pull would have to download it.
+    fs_err::write(
+        root.join("data/x.dvc"),
+        "outs:\n- md5: 0123456789abcdef0123456789abcdef\n  size: 3\n  hash: md5\n  path: x.txt\n",
+    )
+    .unwrap();
+    for args in [&["data", "pull"][..], &["data", "push", "data/y.dvc"]] {
+        let err = refusal(&wms_untrusting(&sb, &root, args, &[]));
+        assert!(
+            err.contains(".dvc/config")
+                && err.contains(&trap.url())
+                && err.contains("WMS_DVC_TRUST_ENDPOINT=1")
+                && err.contains("--trust-endpoint")
+                && err.contains("WMS_DVC_ENDPOINT_URL"),
+            "{args:?}: {err}"
+        );
+    }
+    // A committed config.local is the repository's too, and named as such.
+    fs_err::write(
+        root.join(".dvc/config"),
+        format!(
+            "[core]\n    remote = storage\n['remote \"storage\"']\n    url = s3://{}/store\n",
+            sb.bucket
+        ),
+    )
+    .unwrap();
+    fs_err::write(
+        root.join(".dvc/config.local"),
+        format!("['remote \"storage\"']\n    endpointurl = {}\n", trap.url()),
+    )
+    .unwrap();
+    let err = refusal(&wms_untrusting(&sb, &root, &["data", "pull"], &[]));
+    assert!(err.contains(".dvc/config.local"), "{err}");
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_the_workflows_endpoint_replaces_the_repositorys() {
+    let sb = Sandbox::new("override");
+    let trap = Trap::new();
+    let root = hand_repo(&sb, "a", &trap.url());
+    hostile_file(&root, "y", "y.txt", b"pushed\n");
+    let moto = &servers::moto().url;
+    let out = wms_untrusting(
+        &sb,
+        &root,
+        &["data", "push"],
+        &[("WMS_DVC_ENDPOINT_URL", moto)],
+    );
+    assert_ok(&out, "push to the workflow's endpoint");
+    assert!(stdout(&out).contains("pushed 1 of 1"), "{}", stdout(&out));
+    // The flag does the same, and wins over a repository endpoint that is trusted.
+    fs_err::remove_dir_all(root.join(".dvc/cache")).unwrap();
+    let out = sb.wms(&root, &["data", "pull", "--endpoint-url", moto]);
+    assert_ok(&out, "pull from the workflow's endpoint");
+    assert_eq!(fs_err::read(root.join("data/y.txt")).unwrap(), b"pushed\n");
+    trap.assert_untouched();
+}
+
+#[test]
+fn issue11_plain_http_to_a_non_loopback_host_is_refused_even_when_allowed() {
+    let sb = Sandbox::offline("http");
+    // TEST-NET-3: never routed. The refusal comes before any connection is tried.
+    let far = "http://203.0.113.7:9000";
+    let root = hand_repo(&sb, "a", far);
+    hostile_file(&root, "y", "y.txt", b"cached\n");
+    let err = refusal(&sb.wms(&root, &["data", "push"]));
+    assert!(
+        err.contains("plain HTTP")
+            && err.contains(far)
+            && err.contains(".dvc/config")
+            && err.contains("WMS_DVC_ALLOW_HTTP=1")
+            && err.contains("--allow-http"),
+        "{err}"
+    );
+    // The workflow's own endpoint is held to the same rule.
+    let err = refusal(&wms_untrusting(
+        &sb,
+        &root,
+        &["data", "pull"],
+        &[("WMS_DVC_ENDPOINT_URL", far)],
+    ));
+    assert!(
+        err.contains("plain HTTP") && err.contains("WMS_DVC_ENDPOINT_URL"),
+        "{err}"
     );
 }
 
