@@ -1,8 +1,10 @@
 //! From request bytes to model input and from logits to the served mask. Validation happens in
-//! the cheapest order — empty, magic bytes, header dimensions (before any pixel is decoded, so a
-//! decompression bomb costs nothing) — then the library's own decoding (EXIF-aware) and
-//! [`crate::data::preprocess::preprocess_image`], the exact preprocessing training used.
-//! Everything here is synchronous and CPU-bound: handlers call it on the blocking pool.
+//! the cheapest order — empty, magic bytes, then the header alone ([`inspect`]: dimensions, bit
+//! depth and the decode's memory cost, before any pixel is decoded, so a decompression bomb costs
+//! nothing) — then decoding limited to what the header admitted (EXIF-aware, as the library's
+//! `decode_image`) and [`crate::data::preprocess::preprocess_image`], the exact preprocessing
+//! training used. Everything here is synchronous and CPU-bound: handlers call it on the blocking
+//! pool.
 
 use std::io::Cursor;
 
