@@ -77,7 +77,7 @@ impl DecodeBudget {
         }
     }
 
-    /// Bytes reserved right now (for the metrics gauge and tests).
+    /// Bytes reserved right now.
     pub fn in_use_bytes(&self) -> u64 {
         u64::from(self.units).saturating_sub(self.permits.available_permits() as u64) * UNIT
     }
