@@ -238,7 +238,7 @@ fn gate_and_promote_move_production_and_a_worse_candidate_is_refused() {
         table.contains("| `test_iou` | 0.7500 | 0.8000 | -0.0500 |"),
         "{table}"
     );
-    assert!(table.contains("production (v1)"), "{table}");
+    assert!(table.contains("| production \\(v1\\) |"), "{table}");
     assert!(
         stderr(&out).contains("quality gate not met"),
         "{}",
