@@ -63,9 +63,10 @@ lint: bootstrap
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 	cargo clippy $(CARGO_FLAGS) --all-targets --features train -- -D warnings
 
-## test-deps: system packages the test suite drives for real (headless Chromium for the web page).
+## test-deps: system packages the test suite drives for real (headless Chromium for the web page;
+## skopeo and umoci read the images `wms build-image` writes).
 ## Installed with apt when missing (CI and developers run as root); a no-op afterwards.
-TEST_APT_PACKAGES := chromium
+TEST_APT_PACKAGES := chromium skopeo umoci
 test-deps:
 	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -74,8 +75,15 @@ test-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+## The image tests package a wms-serve built without `train`: with it, the binary links libtorch
+## (torch-sys' link flags reach every binary of the package) and its library closure is gigabytes.
+## Same target dir and dependencies, so this costs one build of the library; copied aside because
+## the feature build below writes the same debug/wms-serve.
+SERVE_ONLY := $(TARGET_DIR)/serve-only/wms-serve
 test: bootstrap test-deps fmt lint
-	cargo test $(CARGO_FLAGS) --features train
+	cargo build $(CARGO_FLAGS) --bin wms-serve
+	mkdir -p "$(dir $(SERVE_ONLY))" && strip --strip-debug -o "$(SERVE_ONLY)" "$(TARGET_DIR)/debug/wms-serve"
+	WMS_TEST_SERVE_BINARY="$(SERVE_ONLY)" cargo test $(CARGO_FLAGS) --features train
 
 clean:
 	cargo clean

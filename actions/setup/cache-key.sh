@@ -5,9 +5,10 @@
 # _actions folder), so a hashFiles key was constant and stale binaries were reused.
 set -euo pipefail
 src="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-key="$(
-  cd "$src" &&
-    find Cargo.toml Cargo.lock requirements.lock build.rs src -type f -print0 2>/dev/null |
-    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-32
-)"
+cd "$src"
+inputs=()
+for p in Cargo.toml Cargo.lock requirements.lock build.rs src; do
+  [ -e "$p" ] && inputs+=("$p")
+done
+key="$(find "${inputs[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-32)"
 echo "key=$key" >> "${GITHUB_OUTPUT:-/dev/stdout}"

@@ -37,8 +37,10 @@ pub enum ClosureError {
 }
 
 /// The loader and every library `path` needs, in the loader's order, without duplicates.
-pub fn shared_library_closure(path: &Path) -> Result<Vec<PathBuf>, ClosureError> {
-    let loader = interpreter(path)?;
+/// `loader` is the program interpreter of the executable that will load `path` ([`interpreter`]);
+/// a shared library has none of its own.
+pub fn shared_library_closure(loader: &Path, path: &Path) -> Result<Vec<PathBuf>, ClosureError> {
+    let loader = loader.to_path_buf();
     let out = Command::new(&loader)
         .arg("--list")
         .arg(path)
@@ -83,8 +85,8 @@ pub fn shared_library_closure(path: &Path) -> Result<Vec<PathBuf>, ClosureError>
     Ok(found)
 }
 
-/// `PT_INTERP` of a 64-bit little-endian ELF file.
-fn interpreter(path: &Path) -> Result<PathBuf, ClosureError> {
+/// `PT_INTERP` of a 64-bit little-endian ELF executable: its dynamic loader.
+pub fn interpreter(path: &Path) -> Result<PathBuf, ClosureError> {
     let bytes = std::fs::read(path).map_err(|source| ClosureError::Read {
         path: path.to_path_buf(),
         source,
@@ -133,7 +135,8 @@ mod tests {
 
     #[test]
     fn the_closure_of_a_system_binary_has_the_loader_and_libc() {
-        let closure = shared_library_closure(Path::new("/bin/sh")).unwrap();
+        let sh = Path::new("/bin/sh");
+        let closure = shared_library_closure(&interpreter(sh).unwrap(), sh).unwrap();
         assert!(
             closure[0].to_string_lossy().contains("ld-linux"),
             "{closure:?}"
@@ -151,7 +154,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x");
         fs_err::write(&p, b"#!/bin/sh\n").unwrap();
-        let err = shared_library_closure(&p).unwrap_err();
+        let err = interpreter(&p).unwrap_err();
         assert!(err.to_string().contains("not a 64-bit"), "{err}");
     }
 }

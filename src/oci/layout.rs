@@ -37,7 +37,11 @@ pub fn write_layout(dir: &Path, image: &BuiltImage, refs: &[String]) -> Result<(
         &dir.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
-    for (digest, bytes) in image.blobs() {
+    let manifest = (image.digest().to_string(), image.manifest_bytes().to_vec());
+    for (digest, bytes) in image
+        .blobs()
+        .chain(std::iter::once((&manifest.0, &manifest.1)))
+    {
         let hex = digest_hex(digest).expect("digests we computed are sha256");
         let path = dir.join("blobs/sha256").join(hex);
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {

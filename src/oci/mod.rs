@@ -185,8 +185,9 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
     match inputs.base {
         Base::Scratch => {
             let mut runtime = LayerBuilder::new();
-            let mut libs = closure::shared_library_closure(&inputs.serve_binary)?;
-            for lib in closure::shared_library_closure(&inputs.ort_library)? {
+            let loader = closure::interpreter(&inputs.serve_binary)?;
+            let mut libs = closure::shared_library_closure(&loader, &inputs.serve_binary)?;
+            for lib in closure::shared_library_closure(&loader, &inputs.ort_library)? {
                 if !libs.contains(&lib) {
                     libs.push(lib);
                 }

@@ -6,9 +6,11 @@ mod changes;
 mod cli;
 mod data;
 mod dvc;
+mod fuzz;
 #[cfg(feature = "train")]
 mod interop;
 mod mlflow;
+mod oci;
 mod onnx;
 mod serve;
 mod servers;
