@@ -64,9 +64,10 @@ lint: bootstrap
 	cargo clippy $(CARGO_FLAGS) --all-targets --features train -- -D warnings
 
 ## test-deps: system packages the test suite drives for real (headless Chromium for the web page;
-## skopeo and umoci read the images `wms build-image` writes).
+## skopeo and umoci read the images `wms build-image` writes; docker-registry with an htpasswd file
+## from apache2-utils is the registry it pushes to).
 ## Installed with apt when missing (CI and developers run as root); a no-op afterwards.
-TEST_APT_PACKAGES := chromium skopeo umoci
+TEST_APT_PACKAGES := chromium skopeo umoci docker-registry apache2-utils
 test-deps:
 	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -137,3 +137,7 @@ pub const WMS_SERVE_BODY_READ_TIMEOUT: &str = "WMS_SERVE_BODY_READ_TIMEOUT";
 /// Seconds since the epoch used for every timestamp of a reproducible build
 /// (reproducible-builds.org's convention); unset means now.
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// Directory of the Docker client's `config.json` (registry credentials); default `~/.docker`.
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+/// The user's home directory (for `~/.docker/config.json`).
+pub const HOME: &str = "HOME";

@@ -34,6 +34,20 @@ pub struct BuildImageArgs {
     /// Write the image into this OCI image layout directory. Action input: `oci-layout`.
     #[arg(long, value_name = "DIR")]
     pub oci_layout: Option<PathBuf>,
+    /// Push to every --tag's registry. Action input: `push` (true/false).
+    #[arg(long)]
+    pub push: bool,
+    /// Plain HTTP, for a registry on loopback (refused for any other host). Action input:
+    /// `insecure`.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry user name; the password or token is read from stdin (--password-stdin).
+    #[arg(long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password or token from stdin (never from a flag: it would show in the
+    /// process list and the shell history).
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
     /// Target platform; only linux/amd64 today. Action input: `platform`.
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,
@@ -57,6 +71,17 @@ pub struct ImageSettings {
     pub inputs: ImageInputs,
     pub tags: Vec<ImageRef>,
     pub oci_layout: Option<PathBuf>,
+    pub push: Option<PushSettings>,
+}
+
+/// How to push, when pushing.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub insecure: bool,
+    /// `--username` with the password from stdin, for every registry.
+    pub login: Option<(String, String)>,
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+    pub docker_config: Option<PathBuf>,
 }
 
 /// `REGISTRY/REPO:TAG` split into the name and the tag.
@@ -126,6 +151,10 @@ impl ImageSettings {
             base,
             config,
             oci_layout,
+            push,
+            insecure,
+            username,
+            password_stdin,
             platform,
             serve_binary,
             revision,
@@ -174,9 +203,56 @@ impl ImageSettings {
             )));
         }
         let oci_layout = oci_layout.or_else(|| input("oci-layout").map(PathBuf::from));
-        if oci_layout.is_none() {
+        let flag = |on: bool, name: &str| -> Result<bool, UsageError> {
+            if on {
+                return Ok(true);
+            }
+            match input(name).as_deref() {
+                None | Some("false") => Ok(false),
+                Some("true") => Ok(true),
+                Some(other) => Err(UsageError::new(format!(
+                    "input {name}={}: expected true or false",
+                    crate::untrusted::text::for_log(other)
+                ))),
+            }
+        };
+        let push = if flag(push, "push")? {
+            if tags.is_empty() {
+                return Err(UsageError::new(
+                    "--push without --tag; hint: name where to push with --tag REGISTRY/REPO:TAG",
+                ));
+            }
+            let insecure = flag(insecure, "insecure")?;
+            if insecure
+                && let Some(t) = tags
+                    .iter()
+                    .find(|t| !oci::registry::Target::new(&t.name, &t.tag).is_loopback())
+            {
+                return Err(UsageError::new(format!(
+                    "--insecure with {}: plain HTTP is only allowed to a registry on this machine (127.0.0.1, ::1, localhost); hint: push over https",
+                    t.name
+                )));
+            }
+            let login = match (username, password_stdin) {
+                (Some(user), true) => Some((user, read_password_stdin()?)),
+                _ => None,
+            };
+            let docker_config = env(env_vars::DOCKER_CONFIG)
+                .map(|d| PathBuf::from(d).join("config.json"))
+                .or_else(|| {
+                    env(env_vars::HOME).map(|h| PathBuf::from(h).join(".docker/config.json"))
+                });
+            Some(PushSettings {
+                insecure,
+                login,
+                docker_config,
+            })
+        } else {
+            None
+        };
+        if oci_layout.is_none() && push.is_none() {
             return Err(UsageError::new(
-                "nowhere to put the image; hint: pass --oci-layout DIR",
+                "nowhere to put the image; hint: pass --oci-layout DIR and/or --push",
             ));
         }
         let created = match env(env_vars::SOURCE_DATE_EPOCH) {
@@ -218,8 +294,97 @@ impl ImageSettings {
             },
             tags,
             oci_layout,
+            push,
         })
     }
+}
+
+/// The password from stdin, without its trailing newline.
+fn read_password_stdin() -> Result<String, UsageError> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+        .map_err(|e| UsageError::new(format!("--password-stdin: cannot read stdin: {e}")))?;
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(UsageError::new(
+            "--password-stdin: stdin was empty; hint: pipe the password or token in, e.g. `echo \"$TOKEN\" | wms build-image …`",
+        ));
+    }
+    Ok(password)
+}
+
+/// Credentials for `registry`: `--username`/`--password-stdin`, else the Docker config's
+/// `auths` entry. Returns them with every source looked at (for a 401 message).
+fn credentials_for(
+    registry: &str,
+    push: &PushSettings,
+) -> anyhow::Result<(Option<oci::registry::Credentials>, Vec<String>)> {
+    let mut tried = Vec::new();
+    if let Some((username, password)) = &push.login {
+        tried.push("--username/--password-stdin".to_string());
+        return Ok((
+            Some(oci::registry::Credentials {
+                username: username.clone(),
+                password: password.clone(),
+                source: "--password-stdin".into(),
+            }),
+            tried,
+        ));
+    }
+    if let Some(path) = &push.docker_config {
+        tried.push(path.display().to_string());
+        if let Some(c) = docker_config_auth(path, registry)? {
+            return Ok((Some(c), tried));
+        }
+    }
+    tried.push("anonymous".into());
+    Ok((None, tried))
+}
+
+/// The `auths.<registry>.auth` (base64 `user:password`) of a Docker `config.json`.
+fn docker_config_auth(
+    path: &Path,
+    registry: &str,
+) -> anyhow::Result<Option<oci::registry::Credentials>> {
+    use base64::Engine as _;
+    let bytes = match fs_err::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let config: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON; hint: fix or remove it", path.display()))?;
+    let auths = &config["auths"];
+    let entry = [
+        registry.to_string(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+    ]
+    .iter()
+    .find_map(|k| auths.get(k))
+    .and_then(|e| e["auth"].as_str());
+    let Some(encoded) = entry else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .and_then(|d| {
+            d.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        });
+    let Some((username, password)) = decoded else {
+        anyhow::bail!(
+            "{}: auths.{registry}.auth is not base64 of user:password; hint: run `docker login {registry}` again",
+            path.display()
+        );
+    };
+    Ok(Some(oci::registry::Credentials {
+        username,
+        password,
+        source: path.display().to_string(),
+    }))
 }
 
 /// A binary installed next to the running `wms`.
@@ -249,7 +414,54 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", dir.display()))?;
         tracing::info!(layout = %dir.display(), digest = image.digest(), "image written");
     }
-    report(&gh, &settings, &image, settings.oci_layout.as_deref())
+    let mut pushed = oci::registry::PushReport::default();
+    if let Some(push) = &settings.push {
+        let targets: Vec<oci::registry::Target> = settings
+            .tags
+            .iter()
+            .map(|t| oci::registry::Target::new(&t.name, &t.tag))
+            .collect();
+        let mut registries: Vec<&str> = targets.iter().map(|t| t.registry.as_str()).collect();
+        registries.sort_unstable();
+        registries.dedup();
+        for registry in registries {
+            let (credentials, tried) = credentials_for(registry, push)?;
+            if let Some(c) = &credentials {
+                gh.add_mask(&c.password);
+            }
+            let opts = oci::registry::PushOptions {
+                insecure: push.insecure,
+                credentials,
+                tried,
+                timeout: std::time::Duration::from_secs(300),
+            };
+            let mine: Vec<_> = targets
+                .iter()
+                .filter(|t| t.registry == registry)
+                .cloned()
+                .collect();
+            let report = oci::registry::push(&image, &mine, &opts)
+                .with_context(|| format!("cannot push to {registry}"))?;
+            tracing::info!(
+                registry,
+                uploaded = report.uploaded.len(),
+                mounted = report.mounted.len(),
+                existing = report.existing.len(),
+                "pushed"
+            );
+            pushed.uploaded.extend(report.uploaded);
+            pushed.mounted.extend(report.mounted);
+            pushed.existing.extend(report.existing);
+        }
+        pushed.manifest_digest = image.digest().to_string();
+    }
+    report(
+        &gh,
+        &settings,
+        &image,
+        settings.oci_layout.as_deref(),
+        &pushed,
+    )
 }
 
 fn report(
@@ -257,6 +469,7 @@ fn report(
     settings: &ImageSettings,
     image: &oci::BuiltImage,
     layout: Option<&Path>,
+    pushed: &oci::registry::PushReport,
 ) -> anyhow::Result<()> {
     let image_ref = settings
         .tags
@@ -295,6 +508,7 @@ fn report(
         "compressed_size": size,
         "layers": image.layers,
         "oci_layout": layout.map(|p| p.display().to_string()),
+        "pushed": settings.push.as_ref().map(|_| pushed),
     });
     println!("{json}");
     Ok(())

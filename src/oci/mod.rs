@@ -12,6 +12,7 @@
 pub mod blob;
 pub mod closure;
 pub mod layout;
+pub mod registry;
 pub mod spec;
 pub mod tar;
 

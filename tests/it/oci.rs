@@ -327,3 +327,125 @@ fn in_process_mask(model: &Path, photo_bytes: &[u8]) -> GrayImage {
     let logits = engine.run(&[&input]).unwrap().remove(0);
     wms::serve::engine::mask_from_logits(&logits, INPUT_W, INPUT_H)
 }
+
+fn push(dir: &Path, model: &Path, tags: &[String], password: &str) -> (Output, String, String) {
+    let mut cmd = util::bin("wms");
+    cmd.current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("HOME", dir)
+        .args(["build-image", "--push", "--insecure", "--username"])
+        .arg(crate::servers::REGISTRY_USER)
+        .arg("--password-stdin")
+        .arg("--model")
+        .arg(model)
+        .arg("--serve-binary")
+        .arg(serve_binary())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for t in tags {
+        cmd.args(["--tag", t]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{password}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stdout.contains(password) && !stderr.contains(password),
+        "{stdout}{stderr}"
+    );
+    (out, stdout, stderr)
+}
+
+fn pushed(stdout: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()["pushed"]
+        .clone()
+}
+
+fn skopeo_digest(image: &str) -> Option<String> {
+    let creds = format!(
+        "{}:{}",
+        crate::servers::REGISTRY_USER,
+        crate::servers::REGISTRY_PASSWORD
+    );
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--creds", &creds, image])
+        .output()
+        .unwrap();
+    out.status.success().then(|| {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Digest"].as_str().unwrap().to_string()
+    })
+}
+
+/// Push to the real registry with htpasswd auth: skopeo reads back the digest we printed; a
+/// second repository of the same registry mounts every blob instead of uploading it; a new model
+/// version uploads the model layer and the config only.
+#[test]
+fn push_to_a_registry_with_auth_mounts_across_repositories_and_reuploads_only_the_model() {
+    let registry = crate::servers::registry();
+    let host = registry.url.trim_start_matches("http://");
+    let dir = tempfile::tempdir().unwrap();
+    let tags = [
+        format!("{host}/meters-push:v1"),
+        format!("{host}/meters-mirror:v1"),
+    ];
+    let password = crate::servers::REGISTRY_PASSWORD;
+    let (out, stdout, stderr) = push(dir.path(), &model(dir.path(), "1"), &tags, password);
+    assert!(out.status.success(), "{stderr}");
+    let report = pushed(&stdout);
+    let count = |k: &str| report[k].as_array().unwrap().len();
+    assert_eq!((count("uploaded"), count("mounted")), (4, 4), "{report}");
+    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        ["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for t in &tags {
+        assert_eq!(
+            skopeo_digest(&format!("docker://{t}")).as_deref(),
+            Some(digest.as_str())
+        );
+    }
+
+    let (out, stdout, stderr) = push(dir.path(), &model(dir.path(), "2"), &tags[..1], password);
+    assert!(out.status.success(), "{stderr}");
+    let report = pushed(&stdout);
+    let count = |k: &str| report[k].as_array().unwrap().len();
+    assert_eq!((count("uploaded"), count("existing")), (2, 2), "{report}");
+}
+
+#[test]
+fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() {
+    let registry = crate::servers::registry();
+    let host = registry.url.trim_start_matches("http://");
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{host}/meters-denied:v1");
+    let (out, _, stderr) = push(
+        dir.path(),
+        &model(dir.path(), "1"),
+        &[tag.clone()],
+        "wrong-pw-77",
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(host) && stderr.contains("--username/--password-stdin"),
+        "{stderr}"
+    );
+    assert_eq!(skopeo_digest(&format!("docker://{tag}")), None);
+
+    let out = util::bin("wms")
+        .current_dir(dir.path())
+        .args(["build-image", "--push", "--insecure", "--model", "m.onnx"])
+        .args(["--tag", "registry.example.com/meters:v1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain HTTP is only allowed"));
+}

@@ -1,6 +1,7 @@
 //! Real servers the tracking and data tests talk to, started once per test binary on loopback
 //! ports picked here: an MLflow tracking server (sqlite backend, `--serve-artifacts`) and a moto
-//! server (S3 + STS). Both come from the project venv (`requirements.lock`).
+//! server (S3 + STS), both from the project venv (`requirements.lock`), and an OCI registry
+//! (Debian `docker-registry`, installed by `make test-deps`).
 //!
 //! Each server runs under a small Python watchdog whose stdin is a pipe held by this process.
 //! When the test binary exits, for whatever reason, the pipe closes, and the watchdog kills the
@@ -82,6 +83,38 @@ pub fn moto() -> &'static Server {
                 "127.0.0.1".into(),
                 "-p".into(),
                 port.to_string(),
+            ]
+        })
+    })
+}
+
+/// User and password of the test registry (htpasswd auth, bcrypt, as production registries).
+pub const REGISTRY_USER: &str = "wms";
+pub const REGISTRY_PASSWORD: &str = "registry-test-pw-4f9c";
+
+/// The CNCF distribution registry (Debian `docker-registry`) with htpasswd auth, filesystem
+/// storage in the server's temp dir, plain HTTP on loopback.
+pub fn registry() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        start("registry", "/", |port, dir| {
+            let htpasswd = Command::new("htpasswd")
+                .args(["-Bbn", REGISTRY_USER, REGISTRY_PASSWORD])
+                .output()
+                .expect("htpasswd (apache2-utils; `make test-deps` installs it)");
+            std::fs::write(dir.join("htpasswd"), htpasswd.stdout).expect("write htpasswd");
+            let config = format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
+                 http: {{addr: \"127.0.0.1:{port}\"}}\n\
+                 auth: {{htpasswd: {{realm: wms-test, path: {auth}}}}}\n",
+                data = dir.join("data").display(),
+                auth = dir.join("htpasswd").display(),
+            );
+            std::fs::write(dir.join("config.yml"), config).expect("write registry config");
+            vec![
+                "docker-registry".into(),
+                "serve".into(),
+                dir.join("config.yml").display().to_string(),
             ]
         })
     })

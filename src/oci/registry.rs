@@ -1,0 +1,554 @@
+//! Pushing a built image over the OCI distribution protocol (distribution-spec `spec.md`):
+//! `HEAD /v2/<name>/blobs/<digest>` skips blobs the registry has, a cross-repository mount
+//! (`POST …/blobs/uploads/?mount=&from=`) reuses blobs pushed to another repository of the same
+//! registry in this run, other blobs go up as one monolithic upload (`POST` then `PUT ?digest=`),
+//! and the manifest goes last — only after every blob it names is there, so no registry ever holds
+//! a manifest pointing at a missing blob.
+//!
+//! Auth follows the registry's `WWW-Authenticate` challenge: `Basic` sends the credentials;
+//! `Bearer realm=…,service=…` fetches a token from the realm (with the credentials, when there are
+//! any) for `repository:<name>:pull,push`. Credentials come from the workflow (`--username` and
+//! `--password-stdin`, or a Docker `config.json`); they are never printed: errors name where
+//! credentials were looked for, not what they were. Connection errors, 429 and 5xx are retried
+//! with exponential backoff.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+
+use crate::oci::BuiltImage;
+use crate::oci::spec::MEDIA_MANIFEST;
+use crate::untrusted::text::for_log;
+
+/// Attempts per request, the first included.
+const ATTEMPTS: u32 = 4;
+/// Wait before the first retry; doubled for each later one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Where an image goes: `host[:port]` and the repository path inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Target {
+    /// Splits `REGISTRY/REPO` as Docker does: the first component is a registry when it has a
+    /// `.` or `:` or is `localhost`; otherwise the image is on Docker Hub.
+    pub fn new(name: &str, tag: &str) -> Self {
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ if !name.contains('/') => ("registry-1.docker.io".into(), format!("library/{name}")),
+            _ => ("registry-1.docker.io".into(), name.to_string()),
+        };
+        Target {
+            registry,
+            repository,
+            tag: tag.to_string(),
+        }
+    }
+
+    /// Whether the registry is on this machine (plain HTTP is only allowed there).
+    pub fn is_loopback(&self) -> bool {
+        let host = self
+            .registry
+            .rsplit_once(':')
+            .map_or(self.registry.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// A user name and password (or token) and where they came from, for error messages.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    pub source: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// How to reach the registry.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Plain HTTP (loopback registries only; checked by the caller).
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
+    /// Where credentials were looked for, named in a 401/403 error.
+    pub tried: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// What one push did, blob by blob.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PushReport {
+    pub uploaded: Vec<String>,
+    pub mounted: Vec<String>,
+    pub existing: Vec<String>,
+    pub manifest_digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "cannot reach the registry {registry}; hint: check the address, and pass --insecure for a plain-HTTP registry on loopback"
+    )]
+    Unreachable {
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "the registry {registry} refused {what} ({status}); credentials tried: {tried}; hint: pass --username and --password-stdin, or log in with `docker login {registry}`"
+    )]
+    Denied {
+        registry: String,
+        what: String,
+        status: u16,
+        tried: String,
+    },
+    #[error("the registry {registry} answered {status} to {what}: {body}")]
+    Status {
+        registry: String,
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("the registry {registry}'s token service {realm} failed: {message}")]
+    Token {
+        registry: String,
+        realm: String,
+        message: String,
+    },
+}
+
+/// Pushes `image` to every target, blobs first, manifests last.
+pub fn push(
+    image: &BuiltImage,
+    targets: &[Target],
+    opts: &PushOptions,
+) -> Result<PushReport, RegistryError> {
+    let mut report = PushReport {
+        manifest_digest: image.digest().to_string(),
+        ..PushReport::default()
+    };
+    let client = Client::builder()
+        .timeout(opts.timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|source| RegistryError::Unreachable {
+            registry: String::new(),
+            source,
+        })?;
+    // Repositories of this run per registry that already hold every blob, for mounts.
+    let mut done: Vec<Target> = Vec::new();
+    for target in targets {
+        let mut session = Session::new(&client, target, opts);
+        let mount_from = done
+            .iter()
+            .find(|d| d.registry == target.registry && d.repository != target.repository)
+            .map(|d| d.repository.clone());
+        for (digest, bytes) in image.blobs() {
+            if session.has_blob(digest)? {
+                report.existing.push(digest.clone());
+                continue;
+            }
+            if let Some(from) = &mount_from
+                && session.mount(digest, from)?
+            {
+                report.mounted.push(digest.clone());
+                continue;
+            }
+            session.upload(digest, bytes)?;
+            report.uploaded.push(digest.clone());
+        }
+        session.put_manifest(image.manifest_bytes())?;
+        if !done
+            .iter()
+            .any(|d| d.registry == target.registry && d.repository == target.repository)
+        {
+            done.push(target.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// One registry + repository, with the auth it has negotiated.
+struct Session<'a> {
+    client: &'a Client,
+    target: &'a Target,
+    opts: &'a PushOptions,
+    base: String,
+    authorization: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    fn new(client: &'a Client, target: &'a Target, opts: &'a PushOptions) -> Self {
+        let scheme = if opts.insecure { "http" } else { "https" };
+        Session {
+            client,
+            target,
+            opts,
+            base: format!("{scheme}://{}", target.registry),
+            authorization: None,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.target.repository)
+    }
+
+    fn has_blob(&mut self, digest: &str) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let resp = self.send(&format!("HEAD blob {digest}"), |c| c.head(&url))?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(&format!("HEAD blob {digest}"), resp)),
+        }
+    }
+
+    /// Asks the registry to link a blob from another repository; `false` when it started an
+    /// ordinary upload instead (the session is then abandoned and a fresh upload made).
+    fn mount(&mut self, digest: &str, from: &str) -> Result<bool, RegistryError> {
+        let url = self.url("blobs/uploads/");
+        let query = [("mount", digest), ("from", from)];
+        let resp = self.send(&format!("mount of {digest}"), |c| {
+            c.post(&url).query(&query)
+        })?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            _ => Err(self.status_error(&format!("mount of {digest}"), resp)),
+        }
+    }
+
+    fn upload(&mut self, digest: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+        let what = format!("upload of {digest}");
+        let url = self.url("blobs/uploads/");
+        let resp = self.send(&what, |c| c.post(&url).header(CONTENT_LENGTH, 0))?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(&what, resp));
+        }
+        let location = self.location(&resp, &what)?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let put_url = format!("{location}{separator}digest={digest}");
+        let resp = self.send(&what, |c| {
+            c.put(&put_url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.to_vec())
+        })?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.status_error(&what, resp));
+        }
+        Ok(())
+    }
+
+    fn put_manifest(&mut self, manifest: &[u8]) -> Result<(), RegistryError> {
+        let what = format!("manifest {}", self.target.tag);
+        let url = self.url(&format!("manifests/{}", self.target.tag));
+        let resp = self.send(&what, |c| {
+            c.put(&url)
+                .header(CONTENT_TYPE, MEDIA_MANIFEST)
+                .body(manifest.to_vec())
+        })?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.status_error(&what, resp));
+        }
+        Ok(())
+    }
+
+    /// The upload URL from `Location`, made absolute (registries may answer a path).
+    fn location(&self, resp: &Response, what: &str) -> Result<String, RegistryError> {
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Status {
+                registry: self.target.registry.clone(),
+                what: what.into(),
+                status: resp.status().as_u16(),
+                body: "no Location header".into(),
+            })?;
+        Ok(if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_string()
+        })
+    }
+
+    /// Sends with auth, answering one 401 challenge and retrying transient failures.
+    fn send(
+        &mut self,
+        what: &str,
+        build: impl Fn(&Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let mut challenged = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = build(self.client);
+            if let Some(auth) = &self.authorization {
+                request = request.header(AUTHORIZATION, auth);
+            }
+            let result = request.send();
+            let retry_after = match &result {
+                Err(e) if attempt < ATTEMPTS && (e.is_timeout() || e.is_connect()) => {
+                    Some(FIRST_BACKOFF * 2u32.pow(attempt - 1))
+                }
+                Ok(r) if attempt < ATTEMPTS && transient(r.status()) => {
+                    Some(retry_after(r).unwrap_or(FIRST_BACKOFF * 2u32.pow(attempt - 1)))
+                }
+                _ => None,
+            };
+            if let Some(wait) = retry_after {
+                tracing::warn!(registry = %self.target.registry, what, attempt, "retrying");
+                std::thread::sleep(wait);
+                continue;
+            }
+            let resp = result.map_err(|source| RegistryError::Unreachable {
+                registry: self.target.registry.clone(),
+                source,
+            })?;
+            match resp.status() {
+                StatusCode::UNAUTHORIZED if !challenged => {
+                    challenged = true;
+                    let challenge = resp
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    self.authorization = Some(self.answer(&challenge, what)?);
+                    attempt = 0;
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(self.denied(what, resp.status()));
+                }
+                _ => return Ok(resp),
+            }
+        }
+    }
+
+    /// The `Authorization` value for a `WWW-Authenticate` challenge.
+    fn answer(&self, challenge: &str, what: &str) -> Result<String, RegistryError> {
+        let (scheme, params) = parse_challenge(challenge);
+        let basic = self.opts.credentials.as_ref().map(|c| {
+            let pair = format!("{}:{}", c.username, c.password);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let realm = params
+                .iter()
+                .find(|(k, _)| k == "realm")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let token_err = |message: String| RegistryError::Token {
+                registry: self.target.registry.clone(),
+                realm: realm.clone(),
+                message,
+            };
+            if !realm.starts_with("https://")
+                && !(self.opts.insecure && realm.starts_with("http://"))
+            {
+                return Err(token_err(format!(
+                    "the realm {} is not an https URL; hint: wms sends credentials only over https",
+                    for_log(&realm)
+                )));
+            }
+            let mut query: Vec<(String, String)> = params
+                .iter()
+                .filter(|(k, _)| k == "service")
+                .cloned()
+                .collect();
+            query.push((
+                "scope".into(),
+                format!("repository:{}:pull,push", self.target.repository),
+            ));
+            let mut request = self.client.get(&realm).query(&query);
+            if let Some(b) = &basic {
+                request = request.header(AUTHORIZATION, b);
+            }
+            let resp = request.send().map_err(|e| token_err(e.to_string()))?;
+            if matches!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                return Err(self.denied(what, resp.status()));
+            }
+            if !resp.status().is_success() {
+                return Err(token_err(format!("HTTP {}", resp.status().as_u16())));
+            }
+            #[derive(serde::Deserialize)]
+            struct TokenResponse {
+                token: Option<String>,
+                access_token: Option<String>,
+            }
+            let body: TokenResponse = resp
+                .json()
+                .map_err(|e| token_err(format!("not a token response: {e}")))?;
+            let token = body
+                .token
+                .or(body.access_token)
+                .ok_or_else(|| token_err("no token in the response".into()))?;
+            return Ok(format!("Bearer {token}"));
+        }
+        basic.ok_or_else(|| self.denied(what, StatusCode::UNAUTHORIZED))
+    }
+
+    fn denied(&self, what: &str, status: StatusCode) -> RegistryError {
+        RegistryError::Denied {
+            registry: self.target.registry.clone(),
+            what: what.into(),
+            status: status.as_u16(),
+            tried: if self.opts.tried.is_empty() {
+                "none (anonymous)".into()
+            } else {
+                self.opts.tried.join(", ")
+            },
+        }
+    }
+
+    fn status_error(&self, what: &str, resp: Response) -> RegistryError {
+        let status = resp.status().as_u16();
+        let body = resp.text().unwrap_or_default();
+        let mut body = for_log(body.trim()).into_owned();
+        if body.len() > 300 {
+            let cut = (0..=300)
+                .rev()
+                .find(|&i| body.is_char_boundary(i))
+                .unwrap_or(0);
+            body.truncate(cut);
+            body.push('…');
+        }
+        RegistryError::Status {
+            registry: self.target.registry.clone(),
+            what: what.into(),
+            status,
+            body,
+        }
+    }
+}
+
+fn transient(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let secs: u64 = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// `Bearer realm="https://auth",service="registry",scope="…"` → ("Bearer", [(realm, …), …]).
+pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = Vec::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.push((key, value.to_string()));
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    (scheme.to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_like_docker() {
+        let t = Target::new("127.0.0.1:5000/meters/unet", "v1");
+        assert_eq!(
+            (t.registry.as_str(), t.repository.as_str()),
+            ("127.0.0.1:5000", "meters/unet")
+        );
+        assert!(t.is_loopback());
+        let hub = Target::new("meters", "v1");
+        assert_eq!(hub.registry, "registry-1.docker.io");
+        assert_eq!(hub.repository, "library/meters");
+        assert!(!hub.is_loopback());
+        let ecr = Target::new("123456789012.dkr.ecr.eu-west-1.amazonaws.com/meters", "v1");
+        assert_eq!(ecr.registry, "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+        assert!(Target::new("localhost:5000/m", "t").is_loopback());
+    }
+
+    #[test]
+    fn challenges_are_parsed() {
+        let (scheme, params) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:m:pull,push""#,
+        );
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(
+            params,
+            vec![
+                ("realm".into(), "https://auth.example/token".into()),
+                ("service".into(), "registry.example".into()),
+                ("scope".into(), "repository:m:pull,push".into()),
+            ]
+        );
+        assert_eq!(parse_challenge(r#"Basic realm="wms""#).0, "Basic");
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let c = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+            source: "--password-stdin".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
