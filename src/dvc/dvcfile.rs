@@ -90,6 +90,7 @@ pub fn parse_outs(file: &str, text: &str) -> Result<Vec<RecordedOut>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
+    check_flow_depth(text)?;
     let mut out = Vec::new();
     let mut add = |stage: Option<&str>, raw: RawOut| -> Result<(), String> {
         let Some(path) = raw.path else {
@@ -131,6 +132,32 @@ pub fn parse_outs(file: &str, text: &str) -> Result<Vec<RecordedOut>, String> {
         }
     }
     Ok(out)
+}
+
+/// Deeper than anything DVC writes (an output sits three levels down; `params` add a few):
+/// serde_yaml needs time quadratic in the nesting of flow collections (`[[[…`) before it refuses
+/// them, so a 200 KB hostile `.dvc` file would hold `data pull` or `detect-changes` for a minute.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuses text whose `[`/`{` nesting exceeds [`MAX_FLOW_DEPTH`] before the YAML parser sees it.
+/// Brackets inside quoted strings count too: over-strict only for absurd values.
+fn check_flow_depth(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(format!(
+                        "brackets nested deeper than {MAX_FLOW_DEPTH} levels; not written by DVC"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The text `dvc add` writes for one output.
@@ -268,6 +295,18 @@ mod tests {
         assert_eq!(yaml_scalar("we ird"), "we ird");
         assert_eq!(yaml_scalar("123"), "'123'");
         assert_eq!(yaml_scalar("it's: x"), "'it''s: x'");
+    }
+
+    #[test]
+    fn issue11_deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("outs: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let start = std::time::Instant::now();
+        let err = parse_outs("x.dvc", &deep).unwrap_err();
+        assert!(err.contains("nested deeper"), "{err}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        // What DVC writes, flow style included, still parses.
+        let lock = "schema: '2.0'\nstages:\n  s:\n    cmd: x\n    params:\n      p.yaml:\n        a: {b: [1, {c: 2}]}\n    outs:\n    - path: m.json\n      md5: 11112222333344445555666677778888\n";
+        assert_eq!(parse_outs("dvc.lock", lock).unwrap().len(), 1);
     }
 
     #[test]

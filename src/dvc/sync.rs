@@ -290,6 +290,11 @@ pub fn pull(repo: &Repo, opts: &SyncOptions) -> Result<PullSummary, DvcError> {
         Ok::<_, DvcError>((summary, failures, per_out))
     })?;
     opts.progress.finish_and_clear();
+    let mut failures = failures;
+    // A cache the repository committed as links: stop, as for a hostile manifest.
+    if let Some(i) = failures.iter().position(is_unsafe) {
+        return Err(failures.swap_remove(i));
+    }
     if let Some(DvcError::Interrupted { after, .. }) = failures
         .iter()
         .find(|e| matches!(e, DvcError::Interrupted { .. }))
@@ -314,7 +319,6 @@ pub fn pull(repo: &Repo, opts: &SyncOptions) -> Result<PullSummary, DvcError> {
             Err(e) => checkout_failures.push(e),
         }
     }
-    let mut failures = failures;
     failures.extend(checkout_failures);
     summary.seconds = start.elapsed().as_secs_f64();
     if failures.is_empty() {

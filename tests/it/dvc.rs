@@ -487,6 +487,15 @@ fn hand_repo(sb: &Sandbox, name: &str, endpoint: &str) -> PathBuf {
     root
 }
 
+/// A hand-made repository for a hostile-input test: its remote's endpoint is a [`Trap`], so
+/// the test can assert that nothing was sent anywhere.
+fn trapped_repo(tag: &str) -> (Sandbox, Trap, PathBuf) {
+    let sb = Sandbox::offline(tag);
+    let trap = Trap::new();
+    let root = hand_repo(&sb, "a", &trap.url());
+    (sb, trap, root)
+}
+
 /// Commits `bytes` as an object under `.dvc/cache/` (DVC 3 layout; `suffix` `.dir` for a
 /// manifest), as a hostile pull request can; returns its md5.
 fn commit_object(root: &Path, bytes: &[u8], suffix: &str) -> String {
@@ -560,9 +569,7 @@ fn wms_untrusting(sb: &Sandbox, dir: &Path, args: &[&str], env: &[(&str, &str)])
 
 #[test]
 fn issue11_pull_refuses_dotdot_relpath() {
-    let sb = Sandbox::offline("dotdot");
-    let trap = Trap::new();
-    let root = hand_repo(&sb, "a", &trap.url());
+    let (sb, trap, root) = trapped_repo("dotdot");
     // data/images/../../../escape.txt is next to the repository, outside it.
     hostile_dir(
         &root,
@@ -580,9 +587,7 @@ fn issue11_pull_refuses_dotdot_relpath() {
 
 #[test]
 fn issue11_pull_refuses_absolute_relpath() {
-    let sb = Sandbox::offline("abs");
-    let trap = Trap::new();
-    let root = hand_repo(&sb, "a", &trap.url());
+    let (sb, trap, root) = trapped_repo("abs");
     let target = sb.path("abs-escape.txt");
     hostile_dir(&root, &[(target.to_str().unwrap(), b"pwned\n")]);
     let err = refusal(&sb.wms(&root, &["data", "pull"]));
@@ -597,11 +602,9 @@ fn issue11_pull_refuses_absolute_relpath() {
 #[test]
 fn issue11_pull_does_not_follow_a_committed_symlinked_directory() {
     use std::os::unix::fs::symlink;
-    let sb = Sandbox::offline("linkdir");
-    let trap = Trap::new();
+    let (sb, trap, root) = trapped_repo("linkdir");
     let outside = sb.path("outside");
     fs_err::create_dir_all(&outside).unwrap();
-    let root = hand_repo(&sb, "a", &trap.url());
     hostile_dir(&root, &[("sub/pwned.txt", b"pwned\n")]);
     // A directory inside the output committed as a link out of the workspace.
     fs_err::create_dir_all(root.join("data/images")).unwrap();
@@ -624,11 +627,9 @@ fn issue11_pull_does_not_follow_a_committed_symlinked_directory() {
 #[test]
 fn issue11_pull_replaces_a_committed_file_link_instead_of_writing_through_it() {
     use std::os::unix::fs::symlink;
-    let sb = Sandbox::offline("linkfile");
-    let trap = Trap::new();
+    let (sb, trap, root) = trapped_repo("linkfile");
     let victim = sb.path("victim.txt");
     fs_err::write(&victim, "original\n").unwrap();
-    let root = hand_repo(&sb, "a", &trap.url());
     hostile_dir(&root, &[("a.txt", b"data\n")]);
     fs_err::create_dir_all(root.join("data/images")).unwrap();
     symlink(&victim, root.join("data/images/a.txt")).unwrap();
@@ -717,9 +718,7 @@ fn issue11_add_refuses_a_symlink_to_a_file_outside_the_repository() {
 
 #[test]
 fn issue11_a_repository_endpoint_is_not_used_without_the_allowance() {
-    let sb = Sandbox::offline("endpoint");
-    let trap = Trap::new();
-    let root = hand_repo(&sb, "a", &trap.url());
+    let (sb, trap, root) = trapped_repo("endpoint");
     hostile_file(&root, "y", "y.txt", b"cached\n");
     // An output whose object is nowhere: a pull would have to download it.
     fs_err::write(
