@@ -23,7 +23,7 @@
 //! tensors are `_rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -185,7 +185,7 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>, PthError> {
         .len();
     let mut archive = Archive {
         path,
-        zip: zip::ZipArchive::new(file).map_err(|e| PthError::Archive {
+        zip: zip::ZipArchive::new(BufReader::new(file)).map_err(|e| PthError::Archive {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?,
@@ -243,7 +243,7 @@ const TENSOR_BYTES_WHAT: &str =
 /// The zip archive of one `.pth` file.
 struct Archive<'a> {
     path: &'a Path,
-    zip: zip::ZipArchive<fs_err::File>,
+    zip: zip::ZipArchive<BufReader<fs_err::File>>,
     file_len: u64,
 }
 

@@ -262,3 +262,29 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
     assert!(!marker.exists(), "the pickle was executed");
     assert!(!ckpt.exists(), "a checkpoint was written");
 }
+
+#[test]
+fn issue11_pickle_memo_bomb_is_refused_by_wms_train_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.pth");
+    crate::fuzz::write_memo_bomb(&bomb);
+    let ckpt = dir.path().join("out.safetensors");
+    let start = std::time::Instant::now();
+    let out = bin("wms-train")
+        .args(["import", "--from"])
+        .arg(&bomb)
+        .arg("--out")
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The copying reader aborted (SIGABRT) after allocating 3.7 GB.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&*bomb.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("is a list, not a tensor"), "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+    assert!(took.as_secs() < 30, "{took:?}");
+    assert!(!ckpt.exists(), "a checkpoint was written");
+}
