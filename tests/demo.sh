@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `make demo` job: the loop end to end on embedded local defaults, with the release binaries
 # in $1, everything written under $2:
-#   synthetic data → QA → train → export to ONNX (+ parity check) → serve → one prediction → report.
+#   synthetic data → QA → train → export to ONNX (+ parity check) → serve → one prediction →
+#   serving image (OCI layout, no registry or Docker needed) → report.
 set -euo pipefail
 BIN="$1"
 OUT="$2"
@@ -14,20 +15,20 @@ step "runtimes"
 "$BIN/wms" doctor
 "$BIN/wms-train" info
 
-step "1/6 synthetic water meters (240 photos, 256x192)"
+step "1/7 synthetic water meters (240 photos, 256x192)"
 "$BIN/wms" data synth --out "$OUT/data" --count 240 --size 256x192 --seed 7
 
-step "2/6 data QA"
+step "2/7 data QA"
 "$BIN/wms" data qa "$OUT/data" --json "$OUT/data-qa.json" --markdown "$OUT/data-qa.md"
 
-step "3/6 train (configs/demo.yaml: upstream recipe scaled for 2 CPU cores)"
+step "3/7 train (configs/demo.yaml: upstream recipe scaled for 2 CPU cores)"
 "$BIN/wms-train" train --config "$ROOT/configs/demo.yaml" --data "$OUT/data" --out "$OUT/train"
 
-step "4/6 export to ONNX and check it against the checkpoint in ONNX Runtime"
+step "4/7 export to ONNX and check it against the checkpoint in ONNX Runtime"
 "$BIN/wms" export-onnx --checkpoint "$OUT/train/best.safetensors" --out "$OUT/model.onnx" \
   --version demo --check --mar "$OUT/torchserve"
 
-step "5/6 serve and predict one photo"
+step "5/7 serve and predict one photo"
 "$BIN/wms-serve" --model "$OUT/model.onnx" \
   --inference-address http://127.0.0.1:0 --management-address http://127.0.0.1:0 \
   --metrics-address http://127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.log" &
@@ -53,13 +54,26 @@ kill -TERM $SERVE_PID
 wait $SERVE_PID
 trap - EXIT
 echo "served $photo → $OUT/prediction.png"
+
+step "6/7 build the serving image (scratch base, reproducible) into an OCI layout"
+# The commit time makes the digest reproducible; outside a git checkout, the epoch.
+SOURCE_DATE_EPOCH="$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)" \
+  "$BIN/wms" build-image --model "$OUT/model.onnx" --oci-layout "$OUT/image" \
+  --tag wms/water-meters:demo >"$OUT/image.json"
+python3 - "$OUT/image.json" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+print(f"image {r['digest']}, {r['compressed_size'] / 1e6:.1f} MB compressed")
+for layer in r["layers"]:
+    print(f"  {layer['role']:<26} {layer['size'] / 1e6:6.1f} MB  {layer['digest'][:19]}")
+PY
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 m = json.loads((out / "train/metrics.json").read_text())
 p = json.loads((out / "prediction.json").read_text())
 print()
-print("\033[1m== 6/6 report\033[0m")
+print("\033[1m== 7/7 report\033[0m")
 print(f"| metric | value |\n|---|---|")
 for k in ["test_iou", "test_dice", "test_accuracy", "test_hausdorff", "best_epoch", "epochs_run", "train_seconds", "images_per_second"]:
     if k in m:
@@ -77,4 +91,6 @@ demo finished; outputs are in $OUT:
   model.onnx           the exported model (torchserve/: the same model as a TorchServe archive)
   prediction.png       the served mask for $(basename "$photo") (prediction.json: with metadata)
   serve.log            the server's log; serve-metrics.txt: its Prometheus metrics
+  image/               the serving image as an OCI layout (image.json: digest, layers, sizes);
+                       `skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG` pushes it
 EOM

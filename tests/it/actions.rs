@@ -127,3 +127,94 @@ fn zizmor_finds_nothing_in_the_actions() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The build-image action's script as the runner would run it: every input through `INPUT_*`,
+/// the password through stdin (never argv), outputs in `$GITHUB_OUTPUT`, the image in the real
+/// test registry.
+#[test]
+fn build_image_action_pushes_with_the_password_from_stdin_and_sets_its_outputs() {
+    let action = root().join("actions/build-image/action.yml");
+    let build = steps(&action)
+        .into_iter()
+        .find(|s| s["id"].as_str() == Some("build"))
+        .expect("a step with id build");
+    let script = build["run"].as_str().unwrap();
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&fs_err::read_to_string(&action).unwrap()).unwrap();
+    let env = build["env"].as_mapping().unwrap();
+    for (name, _) in doc["inputs"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let var = match name {
+            "username" => "WMS_REGISTRY_USERNAME".to_string(),
+            "password" => "WMS_REGISTRY_PASSWORD".to_string(),
+            other => format!("INPUT_{}", other.to_uppercase()),
+        };
+        assert!(
+            env.contains_key(serde_yaml::Value::from(var.clone())),
+            "input {name} is not passed as {var}"
+        );
+    }
+
+    // `wms` as installed by setup: wms-serve (without libtorch) next to it.
+    let bin = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    fs_err::hard_link(env!("CARGO_BIN_EXE_wms"), bin.path().join("wms"))
+        .or_else(|_| fs_err::copy(env!("CARGO_BIN_EXE_wms"), bin.path().join("wms")).map(|_| ()))
+        .unwrap();
+    fs_err::copy(crate::oci::serve_binary(), bin.path().join("wms-serve")).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let model = crate::oci::model(work.path(), "7");
+    let registry = crate::servers::registry();
+    let host = registry.url.trim_start_matches("http://");
+    let output = work.path().join("github_output");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("GITHUB_OUTPUT", &output)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("INPUT_MODEL", &model)
+        .env("INPUT_TAGS", format!("{host}/meters-action:v7\n"))
+        .env("INPUT_BASE", "scratch")
+        .env("INPUT_CONFIG", "")
+        .env("INPUT_PUSH", "true")
+        .env("INPUT_OCI-LAYOUT", "")
+        .env("INPUT_INSECURE", "true")
+        .env("WMS_REGISTRY_USERNAME", crate::servers::REGISTRY_USER)
+        .env("WMS_REGISTRY_PASSWORD", crate::servers::REGISTRY_PASSWORD)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains(crate::servers::REGISTRY_PASSWORD));
+    assert!(!stderr.contains(crate::servers::REGISTRY_PASSWORD));
+    let text = fs_err::read_to_string(&output).unwrap();
+    let outputs: std::collections::BTreeMap<_, _> =
+        wms::github::actions::parse_file_command("GITHUB_OUTPUT", &text)
+            .unwrap()
+            .into_iter()
+            .collect();
+    let digest = &outputs["digest"];
+    assert!(digest.starts_with("sha256:"), "{text}");
+    assert_eq!(outputs["image"], format!("{host}/meters-action@{digest}"));
+    assert_eq!(outputs["tags"], format!("{host}/meters-action:v7"));
+    assert!(outputs["compressed_size"].parse::<u64>().unwrap() > 1_000_000);
+    // Every output the action declares is one wms writes.
+    for (name, spec) in doc["outputs"].as_mapping().unwrap() {
+        let value = spec["value"].as_str().unwrap();
+        let key = value
+            .trim_start_matches("${{ steps.build.outputs.")
+            .trim_end_matches(" }}");
+        assert!(
+            outputs.contains_key(key),
+            "output {name:?} reads {key}, not written"
+        );
+    }
+}

@@ -20,7 +20,7 @@ const INPUT_H: u32 = 64;
 const EPOCH: &str = "1700000000";
 
 /// A tiny random U-Net exported by the library's exporter, as `version`.
-fn model(dir: &Path, version: &str) -> PathBuf {
+pub(crate) fn model(dir: &Path, version: &str) -> PathBuf {
     let spec = ModelSpec {
         base_filters: 4,
         ..ModelSpec::default()
@@ -42,7 +42,7 @@ fn model(dir: &Path, version: &str) -> PathBuf {
 
 /// A wms-serve that does not link libtorch: `make test` builds one without the `train` feature
 /// and names it in `WMS_TEST_SERVE_BINARY`; a test build without `train` is one itself.
-fn serve_binary() -> PathBuf {
+pub(crate) fn serve_binary() -> PathBuf {
     match std::env::var_os("WMS_TEST_SERVE_BINARY") {
         Some(p) => PathBuf::from(p),
         #[cfg(not(feature = "train"))]
