@@ -126,3 +126,10 @@ bench-serve: release
 bench-data: bootstrap
 	cargo build $(CARGO_FLAGS) --release --bin wms
 	$(VENV)/bin/python bench/data/run.py "$(RELEASE)/wms" "$(CURDIR)/bench-out/data" "$(VENV)"
+
+## bench-image: `wms build-image --push` (release binaries, scratch base) against `skopeo copy` of the
+## same image to a docker-registry the script starts on 127.0.0.1: cold push, push after a model
+## change, compressed size. Medians, spread and ratios; results in bench-out/image/image.json.
+.PHONY: bench-image
+bench-image: release test-deps
+	$(VENV)/bin/python bench/image/run.py "$(RELEASE)/wms" "$(CURDIR)/bench-out/image" "$(VENV)"
