@@ -139,6 +139,29 @@ fn assert_close(ours: &[f32], theirs: &[f32]) {
     assert!(theirs.iter().any(|v| v.abs() > 1e-3));
 }
 
+/// `wms-train import --from <from> --out <out>`.
+fn import(from: &Path, out: &Path) -> std::process::Output {
+    bin("wms-train")
+        .args(["import", "--from"])
+        .arg(from)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// The import failed with exit 1 and one error line containing each of `expect` and a hint,
+/// and wrote no checkpoint at `ckpt`.
+fn assert_import_refused(out: &std::process::Output, ckpt: &Path, expect: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for e in expect.iter().chain(&["hint:"]) {
+        assert!(stderr.contains(e), "{e:?} not in {stderr}");
+    }
+    assert!(!ckpt.exists(), "a checkpoint was written");
+}
+
 #[test]
 fn pytorch_state_dict_imports_and_gives_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,13 +170,7 @@ fn pytorch_state_dict_imports_and_gives_the_same_logits() {
     let theirs = run_reference(dir.path(), "save", &pth);
 
     let ckpt_path = dir.path().join("imported.safetensors");
-    let out = bin("wms-train")
-        .args(["import", "--from"])
-        .arg(&pth)
-        .arg("--out")
-        .arg(&ckpt_path)
-        .output()
-        .unwrap();
+    let out = import(&pth, &ckpt_path);
     assert!(
         out.status.success(),
         "{}",
@@ -242,25 +259,15 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
     );
 
     let ckpt = dir.path().join("out.safetensors");
-    let out = bin("wms-train")
-        .args(["import", "--from"])
-        .arg(&evil)
-        .arg("--out")
-        .arg(&ckpt)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not a plain tensor state dict"), "{stderr}");
+    let out = import(&evil, &ckpt);
     // Python pickles os.system as posix.system on Linux.
+    assert_import_refused(&out, &ckpt, &["not a plain tensor state dict", "system`"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("posix.system") || stderr.contains("os.system"),
         "{stderr}"
     );
-    assert!(stderr.contains("hint:"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!marker.exists(), "the pickle was executed");
-    assert!(!ckpt.exists(), "a checkpoint was written");
 }
 
 #[test]
@@ -270,21 +277,14 @@ fn issue11_pickle_memo_bomb_is_refused_by_wms_train_import() {
     crate::fuzz::write_memo_bomb(&bomb);
     let ckpt = dir.path().join("out.safetensors");
     let start = std::time::Instant::now();
-    let out = bin("wms-train")
-        .args(["import", "--from"])
-        .arg(&bomb)
-        .arg("--out")
-        .arg(&ckpt)
-        .output()
-        .unwrap();
+    let out = import(&bomb, &ckpt);
     let took = start.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     // The copying reader aborted (SIGABRT) after allocating 3.7 GB.
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&*bomb.to_string_lossy()), "{stderr}");
-    assert!(stderr.contains("is a list, not a tensor"), "{stderr}");
-    assert!(stderr.contains("hint:"), "{stderr}");
+    let path = bomb.to_string_lossy();
+    assert_import_refused(
+        &out,
+        &ckpt,
+        &[&path, "entry \"w0\" is a list, not a tensor"],
+    );
     assert!(took.as_secs() < 30, "{took:?}");
-    assert!(!ckpt.exists(), "a checkpoint was written");
 }
