@@ -32,12 +32,12 @@ use crate::fsutil;
 use crate::untrusted::text::for_log;
 
 /// What one `.pth` file may make the reader hold. A plain state dict stays far below each (the
-/// upstream U-Net: 112 tensors, a 13 KB pickle, 8 MB of weights); a file above one is refused.
+/// upstream U-Net: 128 tensors, a 14 KB pickle, 8 MB of weights); a file above one is refused.
 pub mod limits {
-    /// Bytes of the `data.pkl` entry (a state dict's pickle takes ~120 bytes per tensor).
+    /// Bytes of the `data.pkl` entry (a state dict's pickle takes ~110 bytes per tensor).
     pub const PICKLE_BYTES: u64 = 64 << 20;
     /// Values the pickle machine may hold: every push onto its stack and every memo entry counts
-    /// one (a state dict uses ~25 per tensor). Bounds the arena, the stack, the memo and the
+    /// one (a state dict uses a few dozen per tensor). Bounds the arena, the stack, the memo and the
     /// containers, whatever shape the pickle gives them.
     pub const PICKLE_VALUES: u64 = 1 << 21;
     /// Bytes of tensor data: storages read from the archive plus the tensors gathered from them.
@@ -56,7 +56,7 @@ pub mod limits {
 /// Errors reading or writing a `.pth` file; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum PthError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
