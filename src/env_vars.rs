@@ -141,3 +141,8 @@ pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 /// The user's home directory (for `~/.docker/config.json`).
 pub const HOME: &str = "HOME";
+
+// build-image ECR (#12)
+/// The ECR endpoint the AWS SDK calls for `GetAuthorizationToken` (the SDK's service-specific
+/// endpoint variable; read by the SDK, named here because the tests point it at moto).
+pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";

@@ -63,6 +63,12 @@ pub struct BuildImageArgs {
     /// `org.opencontainers.image.licenses` [default: MIT OR Apache-2.0].
     #[arg(long, value_name = "SPDX")]
     pub licenses: Option<String>,
+    /// Log in through ECR GetAuthorizationToken (AWS credentials of the environment or of
+    /// `wms aws assume-role`) even where the registry host is not
+    /// `<account>.dkr.ecr.<region>.amazonaws.com`, whose registries always do. Action input:
+    /// `ecr`.
+    #[arg(long)]
+    pub ecr: bool,
 }
 
 /// What the command does, after flags, action inputs and the environment are merged.
@@ -82,6 +88,8 @@ pub struct PushSettings {
     pub login: Option<(String, String)>,
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
     pub docker_config: Option<PathBuf>,
+    /// ECR GetAuthorizationToken for every registry, not only ECR hosts (`--ecr`).
+    pub ecr: bool,
 }
 
 /// `REGISTRY/REPO:TAG` split into the name and the tag.
@@ -160,6 +168,7 @@ impl ImageSettings {
             revision,
             source,
             licenses,
+            ecr,
         } = args;
         let model = model
             .or_else(|| input("model").map(PathBuf::from))
@@ -246,6 +255,7 @@ impl ImageSettings {
                 insecure,
                 login,
                 docker_config,
+                ecr: flag(ecr, "ecr")?,
             })
         } else {
             None
@@ -313,8 +323,9 @@ fn read_password_stdin() -> Result<String, UsageError> {
     Ok(password)
 }
 
-/// Credentials for `registry`: `--username`/`--password-stdin`, else the Docker config's
-/// `auths` entry. Returns them with every source looked at (for a 401 message).
+/// Credentials for `registry`: `--username`/`--password-stdin`, else ECR GetAuthorizationToken
+/// for an ECR host (or any host with `--ecr`), else the Docker config's `auths` entry. Returns
+/// them with every source looked at (for a 401 message).
 fn credentials_for(
     registry: &str,
     push: &PushSettings,
@@ -330,6 +341,13 @@ fn credentials_for(
             }),
             tried,
         ));
+    }
+    if push.ecr || oci::ecr::parse_host(registry).is_some() {
+        tried.push("ECR GetAuthorizationToken".to_string());
+        // ECR's answer is authoritative for its registries: a Docker config entry for an ECR
+        // host is at best a token from an earlier `docker login`, expired after 12 hours.
+        let credentials = oci::ecr::login(registry, &Actions::from_env())?;
+        return Ok((Some(credentials), tried));
     }
     if let Some(path) = &push.docker_config {
         tried.push(path.display().to_string());

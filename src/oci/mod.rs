@@ -11,6 +11,7 @@
 
 pub mod blob;
 pub mod closure;
+pub mod ecr;
 pub mod layout;
 pub mod registry;
 pub mod spec;

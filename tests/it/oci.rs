@@ -449,3 +449,112 @@ fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() 
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("plain HTTP is only allowed"));
 }
+
+/// ECR (#12): GetAuthorizationToken against moto, then a push with `--ecr` to a registry whose
+/// htpasswd holds exactly the user and password moto's token decodes to; skopeo reads the image
+/// back with those credentials, and the registry refuses any other.
+#[test]
+fn ecr_token_from_moto_pushes_to_a_registry_that_accepts_exactly_those_credentials() {
+    use aws_config::{BehaviorVersion, Region};
+    let moto = crate::servers::moto();
+    let sdk = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(&moto.url)
+                .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+                    "testing", "testing", None, None, "test",
+                ))
+                .load(),
+        );
+    let actions = wms::github::actions::Actions::from_env();
+    let creds = wms::oci::ecr::ecr_credentials(&sdk, "127.0.0.1", &actions).unwrap();
+    assert_eq!(creds.username, "AWS");
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", &creds.username, &creds.password])
+        .output()
+        .unwrap();
+    let registry = crate::servers::start_registry_with(&htpasswd.stdout);
+    let host = registry.url.trim_start_matches("http://");
+
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{host}/meters-ecr:v1");
+    let mut cmd = util::bin("wms");
+    for var in [
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .current_dir(dir.path())
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("no-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env(wms::env_vars::AWS_ENDPOINT_URL_ECR, &moto.url)
+        .args([
+            "build-image",
+            "--push",
+            "--insecure",
+            "--ecr",
+            "--tag",
+            &tag,
+        ])
+        .arg("--model")
+        .arg(model(dir.path(), "1"))
+        .arg("--serve-binary")
+        .arg(serve_binary())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains(&creds.password) && !stderr.contains(&creds.password),
+        "{stdout}{stderr}"
+    );
+    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        ["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inspect = |user: &str, password: &str| {
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--creds"])
+            .arg(format!("{user}:{password}"))
+            .arg(format!("docker://{tag}"))
+            .output()
+            .unwrap()
+    };
+    let read = inspect(&creds.username, &creds.password);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(info["Digest"].as_str(), Some(digest.as_str()));
+    let other = inspect(
+        crate::servers::REGISTRY_USER,
+        crate::servers::REGISTRY_PASSWORD,
+    );
+    assert!(
+        !other.status.success(),
+        "the registry must accept only ECR's credentials"
+    );
+}

@@ -217,3 +217,24 @@ fn port_of(url: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("port in url")
 }
+
+/// Another registry like [`registry`], started for one test, that accepts exactly the users of
+/// `htpasswd` (lines of `htpasswd -Bbn USER PASSWORD`). Stops when the returned server drops.
+pub fn start_registry_with(htpasswd: &[u8]) -> Server {
+    start("registry-own", "/", |port, dir| {
+        std::fs::write(dir.join("htpasswd"), htpasswd).expect("write htpasswd");
+        let config = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
+             http: {{addr: \"127.0.0.1:{port}\"}}\n\
+             auth: {{htpasswd: {{realm: wms-test, path: {auth}}}}}\n",
+            data = dir.join("data").display(),
+            auth = dir.join("htpasswd").display(),
+        );
+        std::fs::write(dir.join("config.yml"), config).expect("write registry config");
+        vec![
+            "docker-registry".into(),
+            "serve".into(),
+            dir.join("config.yml").display().to_string(),
+        ]
+    })
+}
