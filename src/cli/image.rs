@@ -24,8 +24,11 @@ pub struct BuildImageArgs {
     /// REGISTRY/REPO:TAG to name the image (repeatable). Action input: `tags` (one per line).
     #[arg(long = "tag", value_name = "REF")]
     pub tags: Vec<String>,
-    /// `scratch`: the image carries the runtime libraries of this machine [default: scratch].
-    /// Action input: `base`.
+    /// The base image: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:… pulled from its registry
+    /// (OCI or Docker v2; an index resolves to linux/amd64) and supplying glibc and libstdc++,
+    /// e.g. gcr.io/distroless/cc-debian12 where that registry is reachable; or `scratch`: the
+    /// image carries the runtime libraries of this machine [default: scratch]. Credentials as
+    /// for --push. Action input: `base`.
     #[arg(long, value_name = "REF|scratch")]
     pub base: Option<String>,
     /// config.properties for wms-serve [default: the one in torchserve/]. Action input: `config`.
@@ -78,6 +81,8 @@ pub struct ImageSettings {
     pub tags: Vec<ImageRef>,
     pub oci_layout: Option<PathBuf>,
     pub push: Option<PushSettings>,
+    /// How to reach the base's registry, when the base comes from one.
+    pub pull: Option<PushSettings>,
 }
 
 /// How to push, when pushing.
@@ -194,12 +199,12 @@ impl ImageSettings {
             .collect::<Result<Vec<_>, _>>()?;
         let base = match base.or_else(|| input("base")).as_deref() {
             None | Some("scratch") => Base::Scratch,
-            Some(other) => {
-                return Err(UsageError::new(format!(
-                    "--base {}: only `scratch` is supported by this version; hint: omit --base",
+            Some(other) => Base::Registry(oci::pull::BaseRef::parse(other).map_err(|why| {
+                UsageError::new(format!(
+                    "--base {}: {why}; hint: write REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…, e.g. gcr.io/distroless/cc-debian12:latest, or scratch",
                     crate::untrusted::text::for_log(other)
-                )));
-            }
+                ))
+            })?),
         };
         let platform = platform
             .or_else(|| input("platform"))
@@ -225,13 +230,39 @@ impl ImageSettings {
                 ))),
             }
         };
-        let push = if flag(push, "push")? {
+        let pushing = flag(push, "push")?;
+        let insecure = flag(insecure, "insecure")?;
+        let pull = if let Base::Registry(r) = &base {
+            if insecure && !r.is_loopback() {
+                return Err(UsageError::new(format!(
+                    "--insecure with --base {r}: plain HTTP is only allowed to a registry on this machine (127.0.0.1, ::1, localhost); hint: pull the base over https"
+                )));
+            }
+            true
+        } else {
+            false
+        };
+        // One password for every registry; stdin can be read once.
+        let login = match (username, password_stdin) {
+            (Some(user), true) if pushing || pull => Some((user, read_password_stdin()?)),
+            _ => None,
+        };
+        let docker_config = env(env_vars::DOCKER_CONFIG)
+            .map(|d| PathBuf::from(d).join("config.json"))
+            .or_else(|| env(env_vars::HOME).map(|h| PathBuf::from(h).join(".docker/config.json")));
+        let access = PushSettings {
+            insecure,
+            login,
+            docker_config,
+            ecr: flag(ecr, "ecr")?,
+        };
+        let pull = pull.then(|| access.clone());
+        let push = if pushing {
             if tags.is_empty() {
                 return Err(UsageError::new(
                     "--push without --tag; hint: name where to push with --tag REGISTRY/REPO:TAG",
                 ));
             }
-            let insecure = flag(insecure, "insecure")?;
             if insecure
                 && let Some(t) = tags
                     .iter()
@@ -242,21 +273,7 @@ impl ImageSettings {
                     t.name
                 )));
             }
-            let login = match (username, password_stdin) {
-                (Some(user), true) => Some((user, read_password_stdin()?)),
-                _ => None,
-            };
-            let docker_config = env(env_vars::DOCKER_CONFIG)
-                .map(|d| PathBuf::from(d).join("config.json"))
-                .or_else(|| {
-                    env(env_vars::HOME).map(|h| PathBuf::from(h).join(".docker/config.json"))
-                });
-            Some(PushSettings {
-                insecure,
-                login,
-                docker_config,
-                ecr: flag(ecr, "ecr")?,
-            })
+            Some(access)
         } else {
             None
         };
@@ -305,6 +322,7 @@ impl ImageSettings {
             tags,
             oci_layout,
             push,
+            pull,
         })
     }
 }
@@ -405,6 +423,29 @@ fn docker_config_auth(
     }))
 }
 
+/// Pulls a registry base (`None` for `scratch`) with the credentials of its registry.
+fn pull_base(
+    gh: &Actions,
+    settings: &ImageSettings,
+) -> anyhow::Result<Option<oci::pull::BaseImage>> {
+    let (Base::Registry(reference), Some(access)) = (&settings.inputs.base, &settings.pull) else {
+        return Ok(None);
+    };
+    let (credentials, tried) = credentials_for(&reference.registry, access)?;
+    if let Some(c) = &credentials {
+        gh.add_mask(&c.password);
+    }
+    let opts = oci::registry::RegistryOptions {
+        insecure: access.insecure,
+        credentials,
+        tried,
+        timeout: std::time::Duration::from_secs(300),
+    };
+    let base = oci::pull::pull(reference, &opts)?;
+    tracing::info!(base = %reference, digest = base.digest, layers = base.layers.len(), "base pulled");
+    Ok(Some(base))
+}
+
 /// A binary installed next to the running `wms`.
 fn sibling_binary(name: &str) -> Result<PathBuf, UsageError> {
     let exe = std::env::current_exe()
@@ -425,7 +466,8 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
     let settings = ImageSettings::resolve(args, crate::github::actions::input, |k| {
         std::env::var(k).ok().filter(|v| !v.is_empty())
     })?;
-    let image = oci::build(&settings.inputs).context("cannot build the image")?;
+    let base = pull_base(&gh, &settings)?;
+    let image = oci::build(&settings.inputs, base.as_ref()).context("cannot build the image")?;
     if let Some(dir) = &settings.oci_layout {
         let refs: Vec<String> = settings.tags.iter().map(|t| t.tag.clone()).collect();
         oci::layout::write_layout(dir, &image, &refs)

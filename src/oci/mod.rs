@@ -1,8 +1,9 @@
 //! `wms build-image`: a daemonless, reproducible OCI image of `wms-serve` + ONNX Runtime + one
 //! model (DESIGN §9, issue #12). Layers in the order they change, rarely first, so a new model
-//! version adds one small layer: the runtime libraries (a `scratch` base only: the shared-library
-//! closure of `wms-serve` and `libonnxruntime` as this machine's loader resolves it, loader
-//! included) → `wms-serve` + ONNX Runtime → model + config. Every timestamp is
+//! version adds one small layer: the base's layers (a registry base, [`pull`]) or the runtime
+//! libraries (a `scratch` base: the shared-library closure of `wms-serve` and `libonnxruntime` as
+//! this machine's loader resolves it, loader included) → `wms-serve` + ONNX Runtime → model +
+//! config. Every timestamp is
 //! `SOURCE_DATE_EPOCH`; tar headers, entry order and gzip bytes are fixed (see [`tar`], [`blob`]),
 //! so the same inputs give the same digest on any machine and from any directory.
 //!
@@ -13,6 +14,7 @@ pub mod blob;
 pub mod closure;
 pub mod ecr;
 pub mod layout;
+pub mod pull;
 pub mod registry;
 pub mod spec;
 pub mod tar;
@@ -59,6 +61,26 @@ pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 pub enum Base {
     /// No base: the runtime libraries come from this machine.
     Scratch,
+    /// An image in a registry that supplies glibc and libstdc++ (pulled by [`pull::pull`] and
+    /// handed to [`build`]).
+    Registry(pull::BaseRef),
+}
+
+/// Annotations (and labels) naming the base (annotations.md; ko writes the same two).
+pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// Where a built image's base came from, so a push to the same registry can mount its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseOrigin {
+    pub registry: String,
+    pub repository: String,
+    /// The reference as given, e.g. `gcr.io/distroless/cc-debian12:latest`.
+    pub name: String,
+    /// The base's linux/amd64 manifest digest.
+    pub digest: String,
+    /// Digests of the base's layers (in the base's repository).
+    pub layers: Vec<String>,
 }
 
 /// The inputs of one build, resolved by the CLI.
@@ -84,6 +106,7 @@ pub struct LayerInfo {
     pub role: &'static str,
     pub digest: String,
     pub size: u64,
+    /// 0 for a base layer: it is copied, not decompressed.
     pub uncompressed_size: u64,
 }
 
@@ -96,6 +119,8 @@ pub struct BuiltImage {
     pub layers: Vec<LayerInfo>,
     pub config_digest: String,
     pub labels: BTreeMap<String, String>,
+    /// `None` for `scratch`.
+    pub base: Option<BaseOrigin>,
 }
 
 impl BuiltImage {
@@ -154,10 +179,17 @@ pub enum ImageError {
     Closure(#[from] closure::ClosureError),
     #[error("image layer")]
     Tar(#[from] TarError),
+    #[error(
+        "the base {reference} was not pulled before the build; hint: this is a bug in wms, please report it"
+    )]
+    BaseNotPulled { reference: String },
 }
 
-/// Builds the image in memory.
-pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
+/// Builds the image in memory; a registry base (`inputs.base`) must come pulled as `base`.
+pub fn build(
+    inputs: &ImageInputs,
+    base: Option<&pull::BaseImage>,
+) -> Result<BuiltImage, ImageError> {
     let read = |p: &Path| {
         fs_err::read(p).map_err(|source| ImageError::Read {
             path: p.to_path_buf(),
@@ -184,28 +216,36 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
     };
 
     let mut layers: Vec<(&'static str, String, LayerBuilder)> = Vec::new();
-    match inputs.base {
-        Base::Scratch => {
-            let mut runtime = LayerBuilder::new();
-            let loader = closure::interpreter(&inputs.serve_binary)?;
-            let mut libs = closure::shared_library_closure(&loader, &inputs.serve_binary)?;
-            for lib in closure::shared_library_closure(&loader, &inputs.ort_library)? {
-                if !libs.contains(&lib) {
-                    libs.push(lib);
-                }
-            }
-            for lib in &libs {
-                runtime.file(&lib.to_string_lossy(), read(lib)?, true)?;
-            }
-            // Writable scratch space for the non-root user (tar modes are fixed at 0755, so the
-            // deploy mounts an emptyDir here for anything that needs to write).
-            runtime.dir("tmp")?;
-            layers.push((
-                "runtime libraries",
-                "closure of wms-serve and ONNX Runtime".into(),
-                runtime,
-            ));
+    let base = match (&inputs.base, base) {
+        (Base::Scratch, _) => None,
+        (Base::Registry(_), Some(pulled)) => Some(pulled),
+        (Base::Registry(r), None) => {
+            return Err(ImageError::BaseNotPulled {
+                reference: r.to_string(),
+            });
         }
+    };
+    // A registry base supplies glibc and libstdc++; only `scratch` carries this machine's.
+    if base.is_none() {
+        let mut runtime = LayerBuilder::new();
+        let loader = closure::interpreter(&inputs.serve_binary)?;
+        let mut libs = closure::shared_library_closure(&loader, &inputs.serve_binary)?;
+        for lib in closure::shared_library_closure(&loader, &inputs.ort_library)? {
+            if !libs.contains(&lib) {
+                libs.push(lib);
+            }
+        }
+        for lib in &libs {
+            runtime.file(&lib.to_string_lossy(), read(lib)?, true)?;
+        }
+        // Writable scratch space for the non-root user (tar modes are fixed at 0755, so the
+        // deploy mounts an emptyDir here for anything that needs to write).
+        runtime.dir("tmp")?;
+        layers.push((
+            "runtime libraries",
+            "closure of wms-serve and ONNX Runtime".into(),
+            runtime,
+        ));
     }
     let mut server = LayerBuilder::new();
     server.file(paths::SERVE, read(&inputs.serve_binary)?, true)?;
@@ -237,6 +277,26 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
     let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();
+    // The base's layers first, bytes and digests unchanged (see `pull` for the media types).
+    for (i, layer) in base.iter().flat_map(|b| b.layers.iter().enumerate()) {
+        let b = base.expect("layers come from a base");
+        infos.push(LayerInfo {
+            role: "base",
+            digest: layer.digest.clone(),
+            size: layer.bytes.len() as u64,
+            uncompressed_size: 0,
+        });
+        descriptors.push(Descriptor {
+            media_type: layer.media_type.clone(),
+            digest: layer.digest.clone(),
+            size: layer.bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        });
+        diff_ids.push(b.diff_ids[i].clone());
+        history.push(b.history[i].clone());
+        blobs.insert(layer.digest.clone(), layer.bytes.clone());
+    }
     for (role, what, layer) in &layers {
         let tar = layer.finish(inputs.created)?;
         let gz = blob::gzip(&tar);
@@ -262,8 +322,21 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
         blobs.insert(digest, gz);
     }
 
-    let labels = labels(inputs, &metadata, &created);
-    let env = vec![
+    let mut labels = labels(inputs, &metadata, &created);
+    let mut annotations = BTreeMap::from([(
+        "org.opencontainers.image.created".to_string(),
+        created.clone(),
+    )]);
+    if let Some(b) = base {
+        for (k, v) in [
+            (ANNOTATION_BASE_NAME, b.reference.to_string()),
+            (ANNOTATION_BASE_DIGEST, b.digest.clone()),
+        ] {
+            labels.insert(k.into(), v.clone());
+            annotations.insert(k.into(), v);
+        }
+    }
+    let own_env = vec![
         format!("{}={ort_path}", crate::env_vars::ORT_DYLIB_PATH),
         format!(
             "{}={}",
@@ -272,6 +345,7 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
         ),
         format!("{}=model.onnx", crate::env_vars::WMS_SERVE_LOAD_MODELS),
     ];
+    let env = merge_env(base.map_or(&[][..], |b| &b.env), own_env);
     let image_config = ImageConfig {
         created: created.clone(),
         architecture: "amd64".into(),
@@ -309,7 +383,7 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
         media_type: MEDIA_MANIFEST.into(),
         config: config_descriptor,
         layers: descriptors,
-        annotations: BTreeMap::from([("org.opencontainers.image.created".to_string(), created)]),
+        annotations,
     };
     let manifest = serde_json::to_vec(&manifest).expect("the manifest always serializes");
     Ok(BuiltImage {
@@ -319,7 +393,28 @@ pub fn build(inputs: &ImageInputs) -> Result<BuiltImage, ImageError> {
         layers: infos,
         config_digest,
         labels,
+        base: base.map(|b| BaseOrigin {
+            registry: b.reference.registry.clone(),
+            repository: b.reference.repository.clone(),
+            name: b.reference.to_string(),
+            digest: b.digest.clone(),
+            layers: b.layers.iter().map(|l| l.digest.clone()).collect(),
+        }),
     })
+}
+
+/// The base's `KEY=value` entries with ours on top: a key we set replaces the base's in place
+/// (as a Dockerfile `ENV` does), new keys follow in our order.
+fn merge_env(base: &[String], ours: Vec<String>) -> Vec<String> {
+    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let mut env = base.to_vec();
+    for kv in ours {
+        match env.iter().position(|e| key(e) == key(&kv)) {
+            Some(i) => env[i] = kv,
+            None => env.push(kv),
+        }
+    }
+    env
 }
 
 /// `metadata_props` of the model, after checking it decodes as an ONNX model with a graph.
@@ -394,6 +489,17 @@ pub fn rfc3339(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_env_overrides_the_base_in_place() {
+        let base = [
+            "PATH=/usr/bin:/bin".to_string(),
+            "A=1".into(),
+            "SSL=x".into(),
+        ];
+        let env = merge_env(&base, vec!["A=2".into(), "B=3".into()]);
+        assert_eq!(env, ["PATH=/usr/bin:/bin", "A=2", "SSL=x", "B=3"]);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

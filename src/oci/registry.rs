@@ -5,9 +5,14 @@
 //! and the manifest goes last — only after every blob it names is there, so no registry ever holds
 //! a manifest pointing at a missing blob.
 //!
-//! Auth follows the registry's `WWW-Authenticate` challenge: `Basic` sends the credentials;
-//! `Bearer realm=…,service=…` fetches a token from the realm (with the credentials, when there are
-//! any) for `repository:<name>:pull,push`. Credentials come from the workflow (`--username` and
+//! A base image from the same registry is mounted from its own repository (`from` = the base's
+//! repository), so a build on a registry base uploads only its own layers.
+//!
+//! [`Session`] is the one implementation of talking to a registry, shared with pulls
+//! ([`crate::oci::pull`]): auth follows the registry's `WWW-Authenticate` challenge: `Basic` sends
+//! the credentials; `Bearer realm=…,service=…` fetches a token from the realm (with the
+//! credentials, when there are any) for the session's scopes (`repository:<name>:pull,push` for a
+//! push, plus `repository:<from>:pull` for a mount; `repository:<name>:pull` for a pull). Credentials come from the workflow (`--username` and
 //! `--password-stdin`, or a Docker `config.json`); they are never printed: errors name where
 //! credentials were looked for, not what they were. Connection errors, 429 and 5xx are retried
 //! with exponential backoff.
@@ -90,9 +95,9 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// How to reach the registry.
+/// How to reach a registry, to push or to pull.
 #[derive(Debug, Clone)]
-pub struct PushOptions {
+pub struct RegistryOptions {
     /// Plain HTTP (loopback registries only; checked by the caller).
     pub insecure: bool,
     pub credentials: Option<Credentials>,
@@ -100,6 +105,9 @@ pub struct PushOptions {
     pub tried: Vec<String>,
     pub timeout: Duration,
 }
+
+/// The options of a push (the same as a pull's).
+pub type PushOptions = RegistryOptions;
 
 /// What one push did, blob by blob.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -154,28 +162,37 @@ pub fn push(
         manifest_digest: image.digest().to_string(),
         ..PushReport::default()
     };
-    let client = Client::builder()
-        .timeout(opts.timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|source| RegistryError::Unreachable {
-            registry: String::new(),
-            source,
-        })?;
+    let client = client(opts)?;
     // Repositories of this run per registry that already hold every blob, for mounts.
     let mut done: Vec<Target> = Vec::new();
     for target in targets {
-        let mut session = Session::new(&client, target, opts);
         let mount_from = done
             .iter()
             .find(|d| d.registry == target.registry && d.repository != target.repository)
             .map(|d| d.repository.clone());
+        // The base's layers are in the base's repository when it is on this registry.
+        let base_from = image
+            .base
+            .as_ref()
+            .filter(|b| b.registry == target.registry && b.repository != target.repository);
+        let mut scopes = vec![format!("repository:{}:pull,push", target.repository)];
+        scopes.extend(
+            mount_from
+                .iter()
+                .chain(base_from.map(|b| &b.repository))
+                .map(|r| format!("repository:{r}:pull")),
+        );
+        let mut session = Session::new(&client, &target.registry, &target.repository, opts, scopes);
         for (digest, bytes) in image.blobs() {
             if session.has_blob(digest)? {
                 report.existing.push(digest.clone());
                 continue;
             }
-            if let Some(from) = &mount_from
+            let from = match base_from {
+                Some(b) if b.layers.contains(digest) => Some(&b.repository),
+                _ => mount_from.as_ref(),
+            };
+            if let Some(from) = from
                 && session.mount(digest, from)?
             {
                 report.mounted.push(digest.clone());
@@ -184,7 +201,7 @@ pub fn push(
             session.upload(digest, bytes)?;
             report.uploaded.push(digest.clone());
         }
-        session.put_manifest(image.manifest_bytes())?;
+        session.put_manifest(&target.tag, image.manifest_bytes())?;
         if !done
             .iter()
             .any(|d| d.registry == target.registry && d.repository == target.repository)
@@ -195,29 +212,70 @@ pub fn push(
     Ok(report)
 }
 
+/// The HTTP client of a push or a pull.
+pub(crate) fn client(opts: &RegistryOptions) -> Result<Client, RegistryError> {
+    Client::builder()
+        .timeout(opts.timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|source| RegistryError::Unreachable {
+            registry: String::new(),
+            source,
+        })
+}
+
 /// One registry + repository, with the auth it has negotiated.
-struct Session<'a> {
+pub(crate) struct Session<'a> {
     client: &'a Client,
-    target: &'a Target,
-    opts: &'a PushOptions,
+    registry: &'a str,
+    repository: &'a str,
+    opts: &'a RegistryOptions,
+    /// Token scopes asked of a Bearer realm.
+    scopes: Vec<String>,
     base: String,
     authorization: Option<String>,
 }
 
 impl<'a> Session<'a> {
-    fn new(client: &'a Client, target: &'a Target, opts: &'a PushOptions) -> Self {
+    pub(crate) fn new(
+        client: &'a Client,
+        registry: &'a str,
+        repository: &'a str,
+        opts: &'a RegistryOptions,
+        scopes: Vec<String>,
+    ) -> Self {
         let scheme = if opts.insecure { "http" } else { "https" };
         Session {
             client,
-            target,
+            registry,
+            repository,
             opts,
-            base: format!("{scheme}://{}", target.registry),
+            scopes,
+            base: format!("{scheme}://{registry}"),
             authorization: None,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/v2/{}/{path}", self.base, self.target.repository)
+        format!("{}/v2/{}/{path}", self.base, self.repository)
+    }
+
+    /// `GET /v2/<name>/<path>` with auth and retries; the caller judges the status.
+    pub(crate) fn get(
+        &mut self,
+        what: &str,
+        path: &str,
+        accept: &str,
+    ) -> Result<Response, RegistryError> {
+        let url = self.url(path);
+        self.send(what, |c| {
+            let request = c.get(&url);
+            if accept.is_empty() {
+                request
+            } else {
+                request.header(reqwest::header::ACCEPT, accept)
+            }
+        })
     }
 
     fn has_blob(&mut self, digest: &str) -> Result<bool, RegistryError> {
@@ -266,9 +324,9 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn put_manifest(&mut self, manifest: &[u8]) -> Result<(), RegistryError> {
-        let what = format!("manifest {}", self.target.tag);
-        let url = self.url(&format!("manifests/{}", self.target.tag));
+    fn put_manifest(&mut self, tag: &str, manifest: &[u8]) -> Result<(), RegistryError> {
+        let what = format!("manifest {tag}");
+        let url = self.url(&format!("manifests/{tag}"));
         let resp = self.send(&what, |c| {
             c.put(&url)
                 .header(CONTENT_TYPE, MEDIA_MANIFEST)
@@ -287,7 +345,7 @@ impl<'a> Session<'a> {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| RegistryError::Status {
-                registry: self.target.registry.clone(),
+                registry: self.registry.to_string(),
                 what: what.into(),
                 status: resp.status().as_u16(),
                 body: "no Location header".into(),
@@ -324,12 +382,12 @@ impl<'a> Session<'a> {
                 _ => None,
             };
             if let Some(wait) = retry_after {
-                tracing::warn!(registry = %self.target.registry, what, attempt, "retrying");
+                tracing::warn!(registry = %self.registry, what, attempt, "retrying");
                 std::thread::sleep(wait);
                 continue;
             }
             let resp = result.map_err(|source| RegistryError::Unreachable {
-                registry: self.target.registry.clone(),
+                registry: self.registry.to_string(),
                 source,
             })?;
             match resp.status() {
@@ -369,13 +427,13 @@ impl<'a> Session<'a> {
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
             let token_err = |message: String| RegistryError::Token {
-                registry: self.target.registry.clone(),
+                registry: self.registry.to_string(),
                 realm: realm.clone(),
                 message,
             };
-            if !realm.starts_with("https://")
-                && !(self.opts.insecure && realm.starts_with("http://"))
-            {
+            let allowed = realm.starts_with("https://")
+                || (self.opts.insecure && realm.starts_with("http://"));
+            if !allowed {
                 return Err(token_err(format!(
                     "the realm {} is not an https URL; hint: wms sends credentials only over https",
                     for_log(&realm)
@@ -386,10 +444,7 @@ impl<'a> Session<'a> {
                 .filter(|(k, _)| k == "service")
                 .cloned()
                 .collect();
-            query.push((
-                "scope".into(),
-                format!("repository:{}:pull,push", self.target.repository),
-            ));
+            query.extend(self.scopes.iter().map(|s| ("scope".to_string(), s.clone())));
             let mut request = self.client.get(&realm).query(&query);
             if let Some(b) = &basic {
                 request = request.header(AUTHORIZATION, b);
@@ -421,9 +476,9 @@ impl<'a> Session<'a> {
         basic.ok_or_else(|| self.denied(what, StatusCode::UNAUTHORIZED))
     }
 
-    fn denied(&self, what: &str, status: StatusCode) -> RegistryError {
+    pub(crate) fn denied(&self, what: &str, status: StatusCode) -> RegistryError {
         RegistryError::Denied {
-            registry: self.target.registry.clone(),
+            registry: self.registry.to_string(),
             what: what.into(),
             status: status.as_u16(),
             tried: if self.opts.tried.is_empty() {
@@ -434,25 +489,33 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn status_error(&self, what: &str, resp: Response) -> RegistryError {
+    pub(crate) fn status_error(&self, what: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.text().unwrap_or_default();
-        let mut body = for_log(body.trim()).into_owned();
-        if body.len() > 300 {
-            let cut = (0..=300)
-                .rev()
-                .find(|&i| body.is_char_boundary(i))
-                .unwrap_or(0);
-            body.truncate(cut);
-            body.push('…');
-        }
         RegistryError::Status {
-            registry: self.target.registry.clone(),
+            registry: self.registry.to_string(),
             what: what.into(),
             status,
-            body,
+            body: short_body(resp),
         }
     }
+}
+
+/// The first 300 characters of an error body, escaped for a log line (the registry is untrusted).
+pub(crate) fn short_body(resp: Response) -> String {
+    let mut body = Vec::new();
+    // An error body is small; a hostile registry's endless one is cut off.
+    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(resp, 4096), &mut body);
+    let body = String::from_utf8_lossy(&body);
+    let mut body = for_log(body.trim()).into_owned();
+    if body.len() > 300 {
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| body.is_char_boundary(i))
+            .unwrap_or(0);
+        body.truncate(cut);
+        body.push('…');
+    }
+    body
 }
 
 fn transient(status: StatusCode) -> bool {

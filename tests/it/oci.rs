@@ -450,6 +450,481 @@ fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() 
     assert!(String::from_utf8_lossy(&out.stderr).contains("plain HTTP is only allowed"));
 }
 
+// Registry bases (#12): a base image made inside the test and pushed to the test registry with
+// Docker v2 media types, an index over an arm64 and an amd64 image, an arm64-only index.
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The test registry, spoken to directly (as `docker push` would) to plant base images.
+struct Planter {
+    client: reqwest::blocking::Client,
+    url: String,
+}
+
+impl Planter {
+    fn new() -> Self {
+        Planter {
+            client: reqwest::blocking::Client::new(),
+            url: crate::servers::registry().url.trim_end_matches('/').into(),
+        }
+    }
+
+    fn auth(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        r.basic_auth(
+            crate::servers::REGISTRY_USER,
+            Some(crate::servers::REGISTRY_PASSWORD),
+        )
+    }
+
+    fn blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = wms::oci::blob::sha256_digest(bytes);
+        let resp = self
+            .auth(
+                self.client
+                    .post(format!("{}/v2/{repo}/blobs/uploads/", self.url)),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.url)
+        } else {
+            location
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let resp = self
+            .auth(self.client.put(format!("{location}{sep}digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().unwrap_or_default());
+        digest
+    }
+
+    /// Puts a manifest or index under `reference`; returns its descriptor.
+    fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        doc: &serde_json::Value,
+    ) -> serde_json::Value {
+        let bytes = serde_json::to_vec(doc).unwrap();
+        let resp = self
+            .auth(
+                self.client
+                    .put(format!("{}/v2/{repo}/manifests/{reference}", self.url)),
+            )
+            .header("content-type", media_type)
+            .body(bytes.clone())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().unwrap_or_default());
+        serde_json::json!({
+            "mediaType": media_type,
+            "digest": wms::oci::blob::sha256_digest(&bytes),
+            "size": bytes.len(),
+        })
+    }
+}
+
+/// A base image: the runtime-libraries layer of a `scratch` build (so the loader, glibc and
+/// libstdc++ of this machine), under a Docker v2 schema2 manifest with a Docker config, as
+/// `architecture`.
+struct PlantedBase {
+    layer: String,
+    /// Descriptors of the two images (pushed by digest only).
+    amd64: serde_json::Value,
+    arm64: serde_json::Value,
+    /// The amd64 manifest itself, to tag it.
+    amd64_manifest: serde_json::Value,
+}
+
+fn plant_base(dir: &Path, repo: &str) -> PlantedBase {
+    let layout = dir.join("scratch-oci");
+    let built = build(dir, &model(dir, "1"), &layout, &[]);
+    let blob = |digest: &str| {
+        fs_err::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(built["digest"].as_str().unwrap())).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap();
+    let layer = blob(layer_digest);
+    let planter = Planter::new();
+    assert_eq!(planter.blob(repo, &layer), layer_digest);
+    let image = |arch: &str| {
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "BASE_MARK=cc"], "User": "0"},
+            "rootfs": {"type": "layers", "diff_ids": [config["rootfs"]["diff_ids"][0]]},
+            "history": [{"created": "2023-01-01T00:00:00Z", "created_by": "test base libs"},
+                        {"created_by": "ENV BASE_MARK=cc", "empty_layer": true}],
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": config.len(),
+                       "digest": planter.blob(repo, &config)},
+            "layers": [{"mediaType": DOCKER_LAYER, "size": layer.len(), "digest": layer_digest}],
+        });
+        let digest = wms::oci::blob::sha256_digest(&serde_json::to_vec(&manifest).unwrap());
+        (
+            planter.manifest(repo, &digest, DOCKER_MANIFEST, &manifest),
+            manifest,
+        )
+    };
+    let (amd64, amd64_manifest) = image("amd64");
+    PlantedBase {
+        layer: layer_digest.into(),
+        amd64,
+        arm64: image("arm64").0,
+        amd64_manifest,
+    }
+}
+
+fn with_platform(descriptor: &serde_json::Value, os: &str, arch: &str) -> serde_json::Value {
+    let mut d = descriptor.clone();
+    d["platform"] = serde_json::json!({"os": os, "architecture": arch});
+    d
+}
+
+/// `wms build-image` with the test registry's credentials on stdin and `extra` flags.
+fn build_with_login(dir: &Path, model: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut cmd = util::bin("wms");
+    cmd.current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("HOME", dir)
+        .args(["build-image", "--insecure", "--username"])
+        .arg(crate::servers::REGISTRY_USER)
+        .arg("--password-stdin")
+        .arg("--model")
+        .arg(model)
+        .arg("--serve-binary")
+        .arg(serve_binary())
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{}\n", crate::servers::REGISTRY_PASSWORD).as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    (out, json)
+}
+
+/// A Docker v2 base on the test registry: its layer comes first (mounted into the target
+/// repository, not uploaded; an OCI media type in our OCI manifest), its Env is inherited, the
+/// manifest names it in `base.name`/`base.digest`; skopeo reads the pushed image, umoci unpacks
+/// the layout (base blob included) and the entrypoint answers /ping on the base's libraries. An
+/// index over arm64 and amd64 resolves to the amd64 image.
+#[test]
+fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
+    let host = crate::servers::registry()
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let dir = tempfile::tempdir().unwrap();
+    let base = plant_base(dir.path(), "base/cc");
+    let planter = Planter::new();
+    planter.manifest("base/cc", "1", DOCKER_MANIFEST, &base.amd64_manifest);
+    let model_path = model(dir.path(), "4");
+    let layout = dir.path().join("oci");
+    let base_ref = format!("{host}/base/cc:1");
+    let tag = format!("{host}/meters-based:v1");
+    let (out, built) = build_with_login(
+        dir.path(),
+        &model_path,
+        &[
+            "--base",
+            &base_ref,
+            "--push",
+            "--tag",
+            &tag,
+            "--oci-layout",
+            "oci",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = built["digest"].as_str().unwrap();
+    let layers: Vec<&str> = built["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        layers,
+        ["base", "wms-serve + ONNX Runtime", "model + config"],
+        "no runtime layer"
+    );
+    let count = |k: &str| built["pushed"][k].as_array().unwrap().len();
+    assert_eq!(
+        built["pushed"]["mounted"],
+        serde_json::json!([base.layer]),
+        "{built}"
+    );
+    assert_eq!((count("uploaded"), count("existing")), (3, 0), "{built}");
+
+    assert_eq!(
+        skopeo_digest(&format!("docker://{tag}")).as_deref(),
+        Some(digest)
+    );
+    let creds = format!(
+        "{}:{}",
+        crate::servers::REGISTRY_USER,
+        crate::servers::REGISTRY_PASSWORD
+    );
+    let inspect = |raw: bool| -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--tls-verify=false", "--creds", &creds]);
+        if raw {
+            cmd.arg("--raw");
+        }
+        serde_json::from_slice(&run(cmd.arg(format!("docker://{tag}"))).stdout).unwrap()
+    };
+    let info = inspect(false);
+    assert_eq!(info["Layers"][0], base.layer.as_str(), "{info}");
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 3, "{info}");
+    let raw = inspect(true);
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.base.name"],
+        base_ref.as_str()
+    );
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.base.digest"],
+        base.amd64["digest"]
+    );
+
+    let bundle = dir.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&bundle));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
+    let process = &spec["process"];
+    let args: Vec<String> = serde_json::from_value(process["args"].clone()).unwrap();
+    let env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap();
+    assert!(env.iter().any(|e| e == "BASE_MARK=cc"), "{env:?}");
+    assert!(
+        env.iter().any(|e| e == "PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{env:?}"
+    );
+    // The base's PATH would also be the PATH `unshare` looks up the host's `chroot` in; the
+    // entrypoint is an absolute path and needs none.
+    let env: Vec<String> = env.into_iter().filter(|e| !e.starts_with("PATH=")).collect();
+    let mut server = Chrooted::start(
+        &bundle.join("rootfs"),
+        &args,
+        &env,
+        process["cwd"].as_str().unwrap(),
+    );
+    server.wait_ready();
+    drop(server);
+
+    // An OCI index over arm64 and amd64: the amd64 image is the base.
+    planter.manifest(
+        "base/cc",
+        "multi",
+        OCI_INDEX,
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            with_platform(&base.arm64, "linux", "arm64"),
+            with_platform(&base.amd64, "linux", "amd64"),
+        ]}),
+    );
+    let (out, _) = build_with_login(
+        dir.path(),
+        &model_path,
+        &[
+            "--base",
+            &format!("{host}/base/cc:multi"),
+            "--oci-layout",
+            "multi",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(
+        &run(Command::new("skopeo").args([
+            "inspect",
+            &format!("oci:{}", dir.path().join("multi").display()),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        info["Labels"]["org.opencontainers.image.base.digest"],
+        base.amd64["digest"]
+    );
+    assert_eq!(info["Layers"][0], base.layer.as_str());
+}
+
+/// A base with no linux/amd64 image, and a base that does not exist: one line naming the ref
+/// and what the registry has (or answered), exit 1, nothing written.
+#[test]
+fn an_arm64_only_or_missing_base_is_a_one_line_error() {
+    let host = crate::servers::registry()
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let dir = tempfile::tempdir().unwrap();
+    let base = plant_base(dir.path(), "base/arm");
+    Planter::new().manifest(
+        "base/arm",
+        "1",
+        OCI_INDEX,
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            with_platform(&base.arm64, "linux", "arm64"),
+        ]}),
+    );
+    let model_path = model(dir.path(), "1");
+    let arm = format!("{host}/base/arm:1");
+    let missing = format!("{host}/base/nope:1");
+    for (base_ref, want) in [
+        (&arm, &["no linux/amd64", "linux/arm64", arm.as_str()][..]),
+        (&missing, &["not found", "404", missing.as_str()][..]),
+    ] {
+        let (out, _) = build_with_login(
+            dir.path(),
+            &model_path,
+            &["--base", base_ref, "--oci-layout", "oci"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for w in want {
+            assert!(err.contains(w), "{w}: {err}");
+        }
+    }
+    assert!(!dir.path().join("oci/index.json").exists());
+}
+
+/// Stands in for a misbehaving registry (the real one verifies digests, so it cannot serve a bad
+/// blob): a thread answering canned responses by path, one request per connection, no auth.
+fn misbehaving_registry(routes: Vec<(String, &'static str, Vec<u8>)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n")
+                && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+            {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let response = match routes.iter().find(|(p, _, _)| *p == path) {
+                Some((_, media_type, body)) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(body);
+                    r
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = std::io::Write::write_all(&mut stream, &response);
+        }
+    });
+    addr
+}
+
+/// A registry that serves a layer whose bytes do not hash to the digest its manifest names:
+/// refused before anything is written.
+#[test]
+fn a_base_blob_that_does_not_match_its_digest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = b"pretend this is a gzip tar".to_vec();
+    let layer_digest = wms::oci::blob::sha256_digest(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let config_digest = wms::oci::blob::sha256_digest(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config.len(), "digest": config_digest},
+        "layers": [{"mediaType": DOCKER_LAYER, "size": layer.len(), "digest": layer_digest}],
+    }))
+    .unwrap();
+    let mut tampered = layer.clone();
+    tampered[0] ^= 1;
+    let addr = misbehaving_registry(vec![
+        ("/v2/base/bad/manifests/1".into(), DOCKER_MANIFEST, manifest),
+        (
+            format!("/v2/base/bad/blobs/{config_digest}"),
+            "application/octet-stream",
+            config,
+        ),
+        (
+            format!("/v2/base/bad/blobs/{layer_digest}"),
+            "application/octet-stream",
+            tampered,
+        ),
+    ]);
+    let out = util::bin("wms")
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .args(["build-image", "--insecure", "--oci-layout", "oci", "--base"])
+        .arg(format!("{addr}/base/bad:1"))
+        .arg("--model")
+        .arg(model(dir.path(), "1"))
+        .arg("--serve-binary")
+        .arg(serve_binary())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("does not match its digest") && err.contains(&layer_digest),
+        "{err}"
+    );
+    assert!(!dir.path().join("oci/index.json").exists());
+}
+
 /// ECR (#12): GetAuthorizationToken against moto, then a push with `--ecr` to a registry whose
 /// htpasswd holds exactly the user and password moto's token decodes to; skopeo reads the image
 /// back with those credentials, and the registry refuses any other.
