@@ -468,13 +468,30 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
     })?;
     let base = pull_base(&gh, &settings)?;
     let image = oci::build(&settings.inputs, base.as_ref()).context("cannot build the image")?;
+    let sbom = oci::sbom::build(&oci::sbom::SbomInputs {
+        image: &image,
+        name: settings.tags.first().map(|t| t.name.as_str()),
+        model: &settings.inputs.model,
+        serve_binary: &settings.inputs.serve_binary,
+        ort_library: &settings.inputs.ort_library,
+        created: settings.inputs.created,
+        licenses: &settings.inputs.licenses,
+    })?;
     if let Some(dir) = &settings.oci_layout {
         let refs: Vec<String> = settings.tags.iter().map(|t| t.tag.clone()).collect();
         oci::layout::write_layout(dir, &image, &refs)
             .with_context(|| format!("cannot write {}", dir.display()))?;
+        // An untagged image stays the layout's only entry: `skopeo … oci:DIR` and other
+        // readers without a ref name refuse a layout with two.
+        if refs.is_empty() {
+            tracing::info!(layout = %dir.display(), "SBOM not added to an untagged layout; pass --tag to add it");
+        } else {
+            oci::sbom::write_layout(dir, &sbom)?;
+        }
         tracing::info!(layout = %dir.display(), digest = image.digest(), "image written");
     }
     let mut pushed = oci::registry::PushReport::default();
+    let mut referrers = Vec::new();
     if let Some(push) = &settings.push {
         let targets: Vec<oci::registry::Target> = settings
             .tags
@@ -502,6 +519,8 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
                 .collect();
             let report = oci::registry::push(&image, &mine, &opts)
                 .with_context(|| format!("cannot push to {registry}"))?;
+            // After the image: the SBOM's `subject` must name a manifest the registry has.
+            referrers.extend(oci::sbom::push(&sbom, &mine, &opts)?);
             tracing::info!(
                 registry,
                 uploaded = report.uploaded.len(),
@@ -521,6 +540,7 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
         &image,
         settings.oci_layout.as_deref(),
         &pushed,
+        (&sbom.digest, &referrers),
     )
 }
 
@@ -530,6 +550,7 @@ fn report(
     image: &oci::BuiltImage,
     layout: Option<&Path>,
     pushed: &oci::registry::PushReport,
+    (sbom_digest, referrers): (&str, &[(String, oci::sbom::Referrers)]),
 ) -> anyhow::Result<()> {
     let image_ref = settings
         .tags
@@ -546,6 +567,7 @@ fn report(
     gh.set_output("image", &image_ref)?;
     gh.set_output("tags", &tags.join("\n"))?;
     gh.set_output("compressed_size", &size.to_string())?;
+    gh.set_output("sbom_digest", sbom_digest)?;
     let mut summary = format!(
         "### Image {}\n\n| layer | digest | compressed | uncompressed |\n|---|---|---:|---:|\n",
         md_code(image.digest())
@@ -569,6 +591,11 @@ fn report(
         "layers": image.layers,
         "oci_layout": layout.map(|p| p.display().to_string()),
         "pushed": settings.push.as_ref().map(|_| pushed),
+        "sbom_digest": sbom_digest,
+        "sbom_referrers": referrers
+            .iter()
+            .map(|(repository, how)| serde_json::json!({"repository": repository, "via": how}))
+            .collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())

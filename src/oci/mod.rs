@@ -16,6 +16,7 @@ pub mod ecr;
 pub mod layout;
 pub mod pull;
 pub mod registry;
+pub mod sbom;
 pub mod spec;
 pub mod tar;
 

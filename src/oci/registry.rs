@@ -567,6 +567,44 @@ pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
     (scheme.to_string(), params)
 }
 
+// Artifacts that refer to an image (the SBOM, `crate::oci::sbom`): any blob, and a manifest of
+// any media type under a tag or a digest.
+impl Session<'_> {
+    /// Uploads `bytes` unless the repository has the blob; `true` when it was uploaded.
+    pub(crate) fn ensure_blob(
+        &mut self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<bool, RegistryError> {
+        if self.has_blob(digest)? {
+            return Ok(false);
+        }
+        self.upload(digest, bytes)?;
+        Ok(true)
+    }
+
+    /// `PUT /v2/<name>/manifests/<reference>` with `media_type`; `true` when the registry
+    /// answered `OCI-Subject`, i.e. it indexes the manifest's `subject` for the referrers API.
+    pub(crate) fn put_manifest_as(
+        &mut self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<bool, RegistryError> {
+        let what = format!("manifest {reference}");
+        let url = self.url(&format!("manifests/{reference}"));
+        let resp = self.send(&what, |c| {
+            c.put(&url)
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.to_vec())
+        })?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.status_error(&what, resp));
+        }
+        Ok(resp.headers().contains_key("oci-subject"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

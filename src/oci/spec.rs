@@ -93,3 +93,52 @@ pub struct History {
     pub created: String,
     pub created_by: String,
 }
+
+// Artifacts that refer to an image (manifest.md "Guidelines for Artifact Usage", distribution-spec
+// "Listing Referrers"). Separate types rather than new fields on `Manifest` and `Descriptor`: the
+// image's own documents keep their exact bytes, and every struct literal of them stays valid.
+
+/// The empty descriptor's media type and content (manifest.md:154-173).
+pub const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const EMPTY_JSON: &[u8] = b"{}";
+/// An SPDX JSON document, as `artifactType` and as the layer's media type.
+pub const MEDIA_SPDX: &str = "application/spdx+json";
+
+/// An image manifest that carries an artifact: `artifactType`, an empty config, the artifact as
+/// its layers, and `subject` naming the image it is about.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactManifest {
+    pub schema_version: u32,
+    pub media_type: String,
+    pub artifact_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    pub subject: Descriptor,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An index entry for an artifact manifest: a descriptor with its `artifactType`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactDescriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The list of referrers of one manifest: what `GET /v2/<name>/referrers/<digest>` answers, and
+/// what the referrers tag schema (`sha256-<hex>`) holds where the registry has no such API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrersIndex {
+    pub schema_version: u32,
+    pub media_type: String,
+    #[serde(default)]
+    pub manifests: Vec<ArtifactDescriptor>,
+}

@@ -1033,3 +1033,148 @@ fn ecr_token_from_moto_pushes_to_a_registry_that_accepts_exactly_those_credentia
         "the registry must accept only ECR's credentials"
     );
 }
+
+/// SBOM (#12): the push attaches an SPDX 2.3 document whose `subject` is the image; distribution
+/// 2.8 has no referrers API, so the `sha256-<hex>` tag of the referrers tag schema lists it.
+/// skopeo reads that index and the artifact manifest; the document comes back over plain HTTP.
+#[test]
+fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schema() {
+    let registry = crate::servers::registry();
+    let host = registry.url.trim_start_matches("http://");
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = model(dir.path(), "4");
+    let tag = format!("{host}/meters-sbom:v1");
+    let password = crate::servers::REGISTRY_PASSWORD;
+    let (out, stdout, stderr) = push(
+        dir.path(),
+        &model_path,
+        std::slice::from_ref(&tag),
+        password,
+    );
+    assert!(out.status.success(), "{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let digest = result["digest"].as_str().unwrap();
+    let sbom_digest = result["sbom_digest"].as_str().unwrap();
+    let referrers_tag = digest.replacen(':', "-", 1);
+    assert_eq!(
+        result["sbom_referrers"][0]["via"]["tag"].as_str(),
+        Some(referrers_tag.as_str()),
+        "{result}"
+    );
+
+    let creds = format!("{}:{password}", crate::servers::REGISTRY_USER);
+    let raw = |reference: &str| -> serde_json::Value {
+        let out = run(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            &format!("docker://{host}/meters-sbom{reference}"),
+        ]));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let index = raw(&format!(":{referrers_tag}"));
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["digest"], sbom_digest);
+    assert_eq!(entries[0]["artifactType"], "application/spdx+json");
+
+    let artifact = raw(&format!("@{sbom_digest}"));
+    assert_eq!(artifact["artifactType"], "application/spdx+json");
+    assert_eq!(artifact["subject"]["digest"], digest);
+    assert_eq!(
+        artifact["config"]["digest"],
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    );
+    let layer = &artifact["layers"][0];
+    assert_eq!(layer["mediaType"], "application/spdx+json");
+    let document = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/v2/meters-sbom/blobs/{}",
+            registry.url,
+            layer["digest"].as_str().unwrap()
+        ))
+        .basic_auth(crate::servers::REGISTRY_USER, Some(password))
+        .send()
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(
+        wms::oci::blob::sha256_digest(&document),
+        layer["digest"].as_str().unwrap()
+    );
+    let spdx: serde_json::Value = serde_json::from_slice(&document).unwrap();
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
+    assert_eq!(spdx["dataLicense"], "CC0-1.0");
+    let packages = spdx["packages"].as_array().unwrap();
+    let named = |name: &str| packages.iter().find(|p| p["name"] == name);
+    let model_sha = wms::oci::blob::sha256_digest(&fs_err::read(&model_path).unwrap());
+    let model_pkg = named("meters").expect("the model package");
+    assert_eq!(model_pkg["versionInfo"], "4");
+    assert_eq!(
+        model_pkg["checksums"][0]["checksumValue"].as_str(),
+        model_sha.strip_prefix("sha256:")
+    );
+    let ort = named("onnxruntime").expect("an onnxruntime package");
+    assert!(
+        ort["versionInfo"].as_str().unwrap().starts_with("1."),
+        "{ort}"
+    );
+    assert!(named("ort").is_some() && named("axum").is_some());
+    assert!(named("tch").is_none() && named("torch-sys").is_none());
+    let image_pkg = &packages[0];
+    assert_eq!(image_pkg["versionInfo"], digest);
+    assert!(image_pkg["comment"].as_str().unwrap().contains("scratch"));
+
+    // A second push of the same image leaves one entry in the index.
+    let (out, _, stderr) = push(dir.path(), &model_path, &[tag], password);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        raw(&format!(":{referrers_tag}"))["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// The OCI layout lists the SBOM's artifact manifest without a ref name; its blobs are there.
+#[test]
+fn the_oci_layout_lists_the_sbom_untagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("oci");
+    let built = build(dir.path(), &model(dir.path(), "5"), &layout, &[]);
+    let sbom_digest = built["sbom_digest"].as_str().unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["digest"] == sbom_digest)
+        .expect("the SBOM's entry");
+    assert_eq!(entry["artifactType"], "application/spdx+json");
+    assert!(entry["annotations"]["org.opencontainers.image.ref.name"].is_null());
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let artifact: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(blob(sbom_digest)).unwrap()).unwrap();
+    assert_eq!(artifact["subject"]["digest"], built["digest"]);
+    let spdx: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(blob(artifact["layers"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
+    // skopeo still reads the image under its tag.
+    run(Command::new("skopeo").args(["inspect", "--raw", &format!("oci:{}:v1", layout.display())]));
+}
