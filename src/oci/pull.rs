@@ -273,7 +273,7 @@ struct RemoteDescriptor {
     platform: Option<RemotePlatform>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct RemotePlatform {
     #[serde(default)]
     architecture: String,
@@ -307,12 +307,9 @@ struct RemoteManifest {
 
 #[derive(Debug, Default, Deserialize)]
 struct RemoteConfig {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
+    /// `architecture`, `os` and `variant` sit at the top of a config.
+    #[serde(flatten)]
+    platform: RemotePlatform,
     #[serde(default)]
     config: Option<RemoteRunConfig>,
     rootfs: RemoteRootFs,
@@ -423,15 +420,10 @@ pub fn pull(reference: &BaseRef, opts: &RegistryOptions) -> Result<BaseImage, Pu
     }
     let config_bytes = puller.blob("the config", &manifest.config, MAX_CONFIG_BYTES)?;
     let config: RemoteConfig = puller.parse("the config", &config_bytes)?;
-    if config.os != "linux" || config.architecture != "amd64" {
-        let platform = RemotePlatform {
-            architecture: config.architecture,
-            os: config.os,
-            variant: config.variant,
-        };
+    if config.platform.os != "linux" || config.platform.architecture != "amd64" {
         return Err(PullError::NoAmd64 {
             reference: shown,
-            platforms: for_log(&platform.name()).into_owned(),
+            platforms: for_log(&config.platform.name()).into_owned(),
         });
     }
     if config.rootfs.diff_ids.len() != manifest.layers.len() {

@@ -724,15 +724,7 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
     );
 
     let bundle = dir.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:v1", layout.display()))
-        .arg(&bundle));
-    let spec: serde_json::Value =
-        serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
-    let process = &spec["process"];
-    let args: Vec<String> = serde_json::from_value(process["args"].clone()).unwrap();
-    let env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap();
+    let (args, env, cwd) = umoci_unpack(&layout, "v1", &bundle);
     assert!(env.iter().any(|e| e == "BASE_MARK=cc"), "{env:?}");
     assert!(
         env.iter().any(|e| e == "PATH=/usr/local/bin:/usr/bin:/bin"),
@@ -740,13 +732,11 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
     );
     // The base's PATH would also be the PATH `unshare` looks up the host's `chroot` in; the
     // entrypoint is an absolute path and needs none.
-    let env: Vec<String> = env.into_iter().filter(|e| !e.starts_with("PATH=")).collect();
-    let mut server = Chrooted::start(
-        &bundle.join("rootfs"),
-        &args,
-        &env,
-        process["cwd"].as_str().unwrap(),
-    );
+    let env: Vec<String> = env
+        .into_iter()
+        .filter(|e| !e.starts_with("PATH="))
+        .collect();
+    let mut server = Chrooted::start(&bundle.join("rootfs"), &args, &env, &cwd);
     server.wait_ready();
     drop(server);
 
@@ -1177,4 +1167,20 @@ fn the_oci_layout_lists_the_sbom_untagged() {
     assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
     // skopeo still reads the image under its tag.
     run(Command::new("skopeo").args(["inspect", "--raw", &format!("oci:{}:v1", layout.display())]));
+}
+
+/// `umoci unpack` of `tag` in the layout: the runtime spec's process args, env and cwd.
+fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> (Vec<String>, Vec<String>, String) {
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
+    let process = &spec["process"];
+    (
+        serde_json::from_value(process["args"].clone()).unwrap(),
+        serde_json::from_value(process["env"].clone()).unwrap(),
+        process["cwd"].as_str().unwrap().to_string(),
+    )
 }
