@@ -32,9 +32,6 @@ use crate::oci::spec::{
 /// The lock and manifest of the tree this `wms` was built from.
 const CARGO_LOCK: &str = include_str!("../../Cargo.lock");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
-/// Manifest annotations naming a registry base (annotations.md).
-const BASE_NAME: &str = "org.opencontainers.image.base.name";
-const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
 /// What the SBOM describes besides the image itself.
 #[derive(Debug, Clone)]
@@ -215,7 +212,8 @@ fn document(inputs: &SbomInputs) -> Result<serde_json::Value, SbomError> {
     let manifest: serde_json::Value =
         serde_json::from_slice(image.manifest_bytes()).expect("we wrote the manifest");
     let annotation = |k: &str| manifest["annotations"][k].as_str().map(String::from);
-    let base = annotation(BASE_NAME).zip(annotation(BASE_DIGEST));
+    let base = annotation(crate::oci::ANNOTATION_BASE_NAME)
+        .zip(annotation(crate::oci::ANNOTATION_BASE_DIGEST));
 
     let mut image_package = package("SPDXRef-Image", name, image.digest(), "CONTAINER");
     image_package["checksums"] = checksum(hex);
