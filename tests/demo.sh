@@ -92,5 +92,5 @@ demo finished; outputs are in $OUT:
   prediction.png       the served mask for $(basename "$photo") (prediction.json: with metadata)
   serve.log            the server's log; serve-metrics.txt: its Prometheus metrics
   image/               the serving image as an OCI layout (image.json: digest, layers, sizes);
-                       `skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG` pushes it
+                       (skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG pushes it)
 EOM

@@ -429,7 +429,7 @@ fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() 
     let (out, _, stderr) = push(
         dir.path(),
         &model(dir.path(), "1"),
-        &[tag.clone()],
+        std::slice::from_ref(&tag),
         "wrong-pw-77",
     );
     assert_eq!(out.status.code(), Some(1), "{stderr}");
