@@ -1184,3 +1184,99 @@ fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> (Vec<String>, Vec<St
         process["cwd"].as_str().unwrap().to_string(),
     )
 }
+
+/// Stands in for a registry whose connection drops in the middle of a blob upload (the real one
+/// cannot be made to): blob checks say "missing", upload sessions start, every `PUT` of a blob is
+/// cut off after its headers. Records the request lines it saw.
+fn dropping_registry() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n")
+                && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+            {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let line = head.lines().next().unwrap_or_default().to_string();
+            log.lock().unwrap().push(line.clone());
+            let response: &[u8] = if line.starts_with("HEAD ") {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else if line.starts_with("POST ") {
+                b"HTTP/1.1 202 Accepted\r\nLocation: /v2/m/blobs/uploads/session\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else if line.starts_with("PUT ") && line.contains("/blobs/") {
+                // The connection drops mid-upload: no answer at all.
+                drop(stream);
+                continue;
+            } else {
+                b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = std::io::Write::write_all(&mut stream, response);
+        }
+    });
+    (addr, seen)
+}
+
+/// A connection dropped mid-upload fails the push with one line, and no manifest is ever sent
+/// for blobs that did not arrive.
+#[test]
+fn a_registry_that_drops_the_upload_gets_no_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = dropping_registry();
+    let out = util::bin("wms")
+        .current_dir(dir.path())
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("HOME", dir.path())
+        .args(["build-image", "--push", "--insecure", "--model"])
+        .arg(model(dir.path(), "1"))
+        .arg("--serve-binary")
+        .arg(serve_binary())
+        .args(["--tag", &format!("{addr}/m:v1")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("PUT ") && l.contains("/blobs/")),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("/manifests/")), "{seen:?}");
+}
+
+/// An `--oci-layout` that cannot be written is one line naming it; nothing half-written is left
+/// claiming to be an image.
+#[test]
+fn an_unwritable_oci_layout_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("layout");
+    fs_err::write(&blocker, b"a file where the layout should go").unwrap();
+    let out = util::bin("wms")
+        .current_dir(dir.path())
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["build-image", "--model"])
+        .arg(model(dir.path(), "1"))
+        .arg("--serve-binary")
+        .arg(serve_binary())
+        .arg("--oci-layout")
+        .arg(&blocker)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("layout"), "{stderr}");
+    assert_eq!(
+        fs_err::read(&blocker).unwrap(),
+        b"a file where the layout should go"
+    );
+}
