@@ -146,3 +146,8 @@ pub const HOME: &str = "HOME";
 /// The ECR endpoint the AWS SDK calls for `GetAuthorizationToken` (the SDK's service-specific
 /// endpoint variable; read by the SDK, named here because the tests point it at moto).
 pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";
+/// Where wms keeps caches between runs (compressed image layers under `layers/`); default
+/// `$XDG_CACHE_HOME/wms`, else `~/.cache/wms`.
+pub const WMS_CACHE_DIR: &str = "WMS_CACHE_DIR";
+/// The XDG base directory for caches.
+pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";

@@ -318,6 +318,7 @@ impl ImageSettings {
                 revision: revision.or_else(|| env(env_vars::GITHUB_SHA)),
                 source,
                 licenses: licenses.unwrap_or_else(|| DEFAULT_LICENSES.into()),
+                layer_cache: oci::blob::GzipCache::new(layer_cache_dir(&env)),
             },
             tags,
             oci_layout,
@@ -325,6 +326,15 @@ impl ImageSettings {
             pull,
         })
     }
+}
+
+/// `$WMS_CACHE_DIR/layers`, else `$XDG_CACHE_HOME/wms/layers`, else `~/.cache/wms/layers`.
+fn layer_cache_dir(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env(env_vars::WMS_CACHE_DIR)
+        .map(PathBuf::from)
+        .or_else(|| env(env_vars::XDG_CACHE_HOME).map(|d| PathBuf::from(d).join("wms")))
+        .or_else(|| env(env_vars::HOME).map(|h| PathBuf::from(h).join(".cache/wms")))
+        .map(|d| d.join("layers"))
 }
 
 /// The password from stdin, without its trailing newline.

@@ -33,6 +33,58 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Compressed layers kept between builds, keyed by the digest of the uncompressed tar: the
+/// runtime and server layers of a new model version are the same tars as last time, so they are
+/// not compressed again (that was most of a model-only rebuild). A cached member is used only
+/// after it inflates to exactly the tar it stands for, so a stale or tampered cache (a shared
+/// self-hosted runner) costs a recompression, never a wrong layer.
+#[derive(Debug, Clone, Default)]
+pub struct GzipCache {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl GzipCache {
+    /// A cache in `dir` (created when first written); `None` compresses every time.
+    pub fn new(dir: Option<std::path::PathBuf>) -> Self {
+        GzipCache { dir }
+    }
+
+    /// [`gzip`] of `tar`, from the cache when it holds a member that inflates back to `tar`.
+    pub fn gzip(&self, tar: &[u8]) -> Vec<u8> {
+        let Some(dir) = &self.dir else {
+            return gzip(tar);
+        };
+        let diff_id = sha256_digest(tar);
+        let path = dir.join(format!("{}.gz", &diff_id["sha256:".len()..]));
+        if let Ok(cached) = std::fs::read(&path)
+            && inflates_to(&cached, tar)
+        {
+            return cached;
+        }
+        let gz = gzip(tar);
+        // Best effort: a cache that cannot be written only costs time next build.
+        if let Err(e) = crate::fsutil::write_atomic(&path, &gz) {
+            tracing::debug!(error = %e, "layer cache not written");
+        }
+        gz
+    }
+}
+
+/// Whether `gz` is one gzip member in our fixed format whose content is exactly `data`.
+fn inflates_to(gz: &[u8], data: &[u8]) -> bool {
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    if gz.len() < 18 || gz[..10] != HEADER {
+        return false;
+    }
+    let (body, trailer) = gz[10..].split_at(gz.len() - 18);
+    let Ok(inflated) = miniz_oxide::inflate::decompress_to_vec_with_limit(body, data.len()) else {
+        return false;
+    };
+    inflated == data
+        && trailer[..4] == crc32fast::hash(data).to_le_bytes()
+        && trailer[4..] == (data.len() as u32).to_le_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +112,25 @@ mod tests {
         assert!(digest_hex(&d).is_some());
         assert!(digest_hex("sha256:../../etc/passwd").is_none());
         assert!(digest_hex("sha512:ab").is_none());
+    }
+
+    #[test]
+    fn the_layer_cache_is_used_only_when_it_inflates_to_the_same_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = GzipCache::new(Some(dir.path().to_path_buf()));
+        let tar: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 13).to_le_bytes())
+            .collect();
+        let first = cache.gzip(&tar);
+        assert_eq!(first, gzip(&tar));
+        let entry = dir.path().join(format!("{}.gz", &sha256_digest(&tar)[7..]));
+        assert!(entry.is_file());
+        assert_eq!(cache.gzip(&tar), first);
+        // A tampered entry (another layer's bytes) is ignored and replaced.
+        let other = gzip(b"something else entirely");
+        fs_err::write(&entry, &other).unwrap();
+        assert_eq!(cache.gzip(&tar), first);
+        assert_eq!(fs_err::read(&entry).unwrap(), first);
+        assert!(!inflates_to(&other, &tar));
     }
 }

@@ -99,6 +99,8 @@ pub struct ImageInputs {
     pub revision: Option<String>,
     pub source: Option<String>,
     pub licenses: String,
+    /// Compressed layers from earlier builds ([`blob::GzipCache`]).
+    pub layer_cache: blob::GzipCache,
 }
 
 /// One layer as built.
@@ -300,7 +302,7 @@ pub fn build(
     }
     for (role, what, layer) in &layers {
         let tar = layer.finish(inputs.created)?;
-        let gz = blob::gzip(&tar);
+        let gz = inputs.layer_cache.gzip(&tar);
         let digest = blob::sha256_digest(&gz);
         diff_ids.push(blob::sha256_digest(&tar));
         infos.push(LayerInfo {

@@ -59,6 +59,8 @@ fn build(cwd: &Path, model: &Path, layout: &Path, extra: &[&str]) -> serde_json:
     let out = util::bin("wms")
         .current_dir(cwd)
         .env("SOURCE_DATE_EPOCH", EPOCH)
+        // A layer cache per directory, so two directories share nothing but their inputs.
+        .env("WMS_CACHE_DIR", cwd.join("cache"))
         .arg("build-image")
         .arg("--model")
         .arg(model)

@@ -13,7 +13,9 @@ pub fn bin(name: &str) -> Command {
         other => panic!("unknown binary {other}"),
     };
     let mut cmd = Command::new(path);
-    cmd.env_remove("GITHUB_ACTIONS")
+    // Image layers cached by `wms build-image` stay out of the user's ~/.cache.
+    cmd.env("WMS_CACHE_DIR", std::env::temp_dir().join("wms-test-cache"))
+        .env_remove("GITHUB_ACTIONS")
         .env_remove("GITHUB_OUTPUT")
         .env_remove("RUST_LOG");
     cmd
