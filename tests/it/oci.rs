@@ -414,6 +414,25 @@ fn push_to_a_registry_with_auth_mounts_across_repositories_and_reuploads_only_th
             Some(digest.as_str())
         );
     }
+    // skopeo copies it back out of the registry byte for byte: same manifest digest.
+    let copy = dir.path().join("copied");
+    let creds = format!("{}:{password}", crate::servers::REGISTRY_USER);
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &creds,
+        ])
+        .arg(format!("docker://{}", tags[0]))
+        .arg(format!("oci:{}:v1", copy.display())));
+    let raw = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--raw")
+        .arg(format!("oci:{}:v1", copy.display())))
+    .stdout;
+    assert_eq!(wms::oci::blob::sha256_digest(&raw), digest);
 
     let (out, stdout, stderr) = push(dir.path(), &model(dir.path(), "2"), &tags[..1], password);
     assert!(out.status.success(), "{stderr}");
