@@ -16,6 +16,31 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A UTC timestamp split into its calendar fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+/// Seconds since 1970-01-01T00:00:00Z → calendar fields (no leap seconds, as Unix time).
+pub fn utc(seconds: u64) -> Utc {
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let rem = seconds % 86_400;
+    Utc {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem % 3600 / 60,
+        second: rem % 60,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

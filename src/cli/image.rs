@@ -351,6 +351,25 @@ fn read_password_stdin() -> Result<String, UsageError> {
     Ok(password)
 }
 
+/// How to talk to `registry`: its credentials ([`credentials_for`], masked before anything can
+/// print them) and the timeout per request.
+fn registry_options(
+    gh: &Actions,
+    registry: &str,
+    access: &PushSettings,
+) -> anyhow::Result<oci::registry::RegistryOptions> {
+    let (credentials, tried) = credentials_for(registry, access)?;
+    if let Some(c) = &credentials {
+        gh.add_mask(&c.password);
+    }
+    Ok(oci::registry::RegistryOptions {
+        insecure: access.insecure,
+        credentials,
+        tried,
+        timeout: std::time::Duration::from_secs(300),
+    })
+}
+
 /// Credentials for `registry`: `--username`/`--password-stdin`, else ECR GetAuthorizationToken
 /// for an ECR host (or any host with `--ecr`), else the Docker config's `auths` entry. Returns
 /// them with every source looked at (for a 401 message).
@@ -441,16 +460,7 @@ fn pull_base(
     let (Base::Registry(reference), Some(access)) = (&settings.inputs.base, &settings.pull) else {
         return Ok(None);
     };
-    let (credentials, tried) = credentials_for(&reference.registry, access)?;
-    if let Some(c) = &credentials {
-        gh.add_mask(&c.password);
-    }
-    let opts = oci::registry::RegistryOptions {
-        insecure: access.insecure,
-        credentials,
-        tried,
-        timeout: std::time::Duration::from_secs(300),
-    };
+    let opts = registry_options(gh, &reference.registry, access)?;
     let base = oci::pull::pull(reference, &opts)?;
     tracing::info!(base = %reference, digest = base.digest, layers = base.layers.len(), "base pulled");
     Ok(Some(base))
@@ -512,16 +522,7 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
         registries.sort_unstable();
         registries.dedup();
         for registry in registries {
-            let (credentials, tried) = credentials_for(registry, push)?;
-            if let Some(c) = &credentials {
-                gh.add_mask(&c.password);
-            }
-            let opts = oci::registry::PushOptions {
-                insecure: push.insecure,
-                credentials,
-                tried,
-                timeout: std::time::Duration::from_secs(300),
-            };
+            let opts = registry_options(&gh, registry, push)?;
             let mine: Vec<_> = targets
                 .iter()
                 .filter(|t| t.registry == registry)

@@ -14,7 +14,6 @@
 //! Everything here is decided before the first connection. This module must not read the
 //! environment itself: the CLI resolves flags and variables into an [`EndpointPolicy`].
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::DvcError;
@@ -104,14 +103,8 @@ fn check_transport(url: &str, origin: &EndpointOrigin, allow_http: bool) -> Resu
 fn is_loopback(url: &reqwest::Url) -> bool {
     // The parser has already normalised IPv4 spellings (`0x7f.1` is `127.0.0.1`) and brackets
     // IPv6 addresses.
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
+    url.host_str()
+        .is_some_and(crate::untrusted::is_loopback_host)
 }
 
 #[cfg(test)]

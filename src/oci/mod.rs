@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 
 use prost::Message as _;
 
-use crate::calendar::civil_from_days;
 use crate::onnx::meta_keys;
 use spec::{
     Descriptor, History, ImageConfig, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Manifest,
@@ -478,14 +477,10 @@ fn labels(
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
 pub fn rfc3339(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rem = seconds % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    let u = crate::calendar::utc(seconds);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
 

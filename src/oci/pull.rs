@@ -105,7 +105,7 @@ impl BaseRef {
 
     /// Whether plain HTTP may be used (loopback registries only).
     pub fn is_loopback(&self) -> bool {
-        Target::new(&format!("{}/{}", self.registry, self.repository), "").is_loopback()
+        crate::untrusted::is_loopback_authority(&self.registry)
     }
 }
 

@@ -65,15 +65,7 @@ impl Target {
 
     /// Whether the registry is on this machine (plain HTTP is only allowed there).
     pub fn is_loopback(&self) -> bool {
-        let host = self
-            .registry
-            .rsplit_once(':')
-            .map_or(self.registry.as_str(), |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        crate::untrusted::is_loopback_authority(&self.registry)
     }
 }
 
@@ -325,17 +317,8 @@ impl<'a> Session<'a> {
     }
 
     fn put_manifest(&mut self, tag: &str, manifest: &[u8]) -> Result<(), RegistryError> {
-        let what = format!("manifest {tag}");
-        let url = self.url(&format!("manifests/{tag}"));
-        let resp = self.send(&what, |c| {
-            c.put(&url)
-                .header(CONTENT_TYPE, MEDIA_MANIFEST)
-                .body(manifest.to_vec())
-        })?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(self.status_error(&what, resp));
-        }
-        Ok(())
+        self.put_manifest_as(tag, MEDIA_MANIFEST, manifest)
+            .map(|_| ())
     }
 
     /// The upload URL from `Location`, made absolute (registries may answer a path).
@@ -624,6 +607,9 @@ mod tests {
         let ecr = Target::new("123456789012.dkr.ecr.eu-west-1.amazonaws.com/meters", "v1");
         assert_eq!(ecr.registry, "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
         assert!(Target::new("localhost:5000/m", "t").is_loopback());
+        assert!(Target::new("[::1]:5000/m", "t").is_loopback());
+        assert!(Target::new("127.0.0.2/m", "t").is_loopback());
+        assert!(!Target::new("127.0.0.1.example.com/m", "t").is_loopback());
     }
 
     #[test]

@@ -128,13 +128,10 @@ fn created_on(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, d) = crate::calendar::civil_from_days(days);
+    let u = crate::calendar::utc(secs);
     format!(
-        "{d:02}/{m:02}/{y:04} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
+        u.day, u.month, u.year, u.hour, u.minute, u.second
     )
 }
 

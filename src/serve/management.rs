@@ -196,14 +196,15 @@ fn describe_matching(state: &SharedState, name: &str, version: Option<&str>) -> 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), as TorchServe prints worker start times.
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = crate::calendar::civil_from_days(days as i64);
+    let u = crate::calendar::utc(d.as_secs());
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        u.year,
+        u.month,
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
         d.subsec_millis()
     )
 }

@@ -15,3 +15,23 @@
 pub mod path;
 pub mod redact;
 pub mod text;
+
+/// Whether `host` — a URL's host: a name, an IPv4 address or a bracketed IPv6 address — is this
+/// machine: `localhost`, 127.0.0.0/8 or `::1`. Plain HTTP (credentials in the clear) is allowed
+/// only there; DVC endpoints and registries share this rule.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// [`is_loopback_host`] for a `host[:port]` authority such as a registry name, parsed as a URL
+/// would be (so `[::1]:5000` and other spellings of an address are normalised first).
+pub fn is_loopback_authority(authority: &str) -> bool {
+    reqwest::Url::parse(&format!("http://{authority}/"))
+        .ok()
+        .and_then(|u| u.host_str().map(is_loopback_host))
+        .unwrap_or(false)
+}

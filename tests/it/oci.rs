@@ -841,6 +841,17 @@ fn an_arm64_only_or_missing_base_is_a_one_line_error() {
     assert!(!dir.path().join("oci/index.json").exists());
 }
 
+/// The request line and headers of one HTTP/1.1 request, read byte by byte up to the blank
+/// line (the stand-in servers below never need the body).
+fn read_request_head(stream: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && std::io::Read::read(stream, &mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// Stands in for a misbehaving registry (the real one verifies digests, so it cannot serve a bad
 /// blob): a thread answering canned responses by path, one request per connection, no auth.
 fn misbehaving_registry(routes: Vec<(String, &'static str, Vec<u8>)>) -> String {
@@ -849,14 +860,7 @@ fn misbehaving_registry(routes: Vec<(String, &'static str, Vec<u8>)>) -> String 
     std::thread::spawn(move || {
         for stream in listener.incoming().take(16) {
             let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n")
-                && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
-            {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head);
+            let head = read_request_head(&mut stream);
             let path = head
                 .split_whitespace()
                 .nth(1)
@@ -1217,14 +1221,7 @@ fn dropping_registry() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>
     std::thread::spawn(move || {
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n")
-                && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
-            {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
+            let head = read_request_head(&mut stream);
             let line = head.lines().next().unwrap_or_default().to_string();
             log.lock().unwrap().push(line.clone());
             let response: &[u8] = if line.starts_with("HEAD ") {

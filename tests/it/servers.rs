@@ -102,22 +102,28 @@ pub fn registry() -> &'static Server {
                 .args(["-Bbn", REGISTRY_USER, REGISTRY_PASSWORD])
                 .output()
                 .expect("htpasswd (apache2-utils; `make test-deps` installs it)");
-            std::fs::write(dir.join("htpasswd"), htpasswd.stdout).expect("write htpasswd");
-            let config = format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
-                 http: {{addr: \"127.0.0.1:{port}\"}}\n\
-                 auth: {{htpasswd: {{realm: wms-test, path: {auth}}}}}\n",
-                data = dir.join("data").display(),
-                auth = dir.join("htpasswd").display(),
-            );
-            std::fs::write(dir.join("config.yml"), config).expect("write registry config");
-            vec![
-                "docker-registry".into(),
-                "serve".into(),
-                dir.join("config.yml").display().to_string(),
-            ]
+            registry_argv(port, dir, &htpasswd.stdout)
         })
     })
+}
+
+/// Writes the registry's htpasswd file and config (filesystem storage under `dir`, plain HTTP on
+/// loopback `port`) and returns its command line.
+fn registry_argv(port: u16, dir: &std::path::Path, htpasswd: &[u8]) -> Vec<String> {
+    std::fs::write(dir.join("htpasswd"), htpasswd).expect("write htpasswd");
+    let config = format!(
+        "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
+         http: {{addr: \"127.0.0.1:{port}\"}}\n\
+         auth: {{htpasswd: {{realm: wms-test, path: {auth}}}}}\n",
+        data = dir.join("data").display(),
+        auth = dir.join("htpasswd").display(),
+    );
+    std::fs::write(dir.join("config.yml"), config).expect("write registry config");
+    vec![
+        "docker-registry".into(),
+        "serve".into(),
+        dir.join("config.yml").display().to_string(),
+    ]
 }
 
 fn start(
@@ -222,19 +228,6 @@ fn port_of(url: &str) -> u16 {
 /// `htpasswd` (lines of `htpasswd -Bbn USER PASSWORD`). Stops when the returned server drops.
 pub fn start_registry_with(htpasswd: &[u8]) -> Server {
     start("registry-own", "/", |port, dir| {
-        std::fs::write(dir.join("htpasswd"), htpasswd).expect("write htpasswd");
-        let config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
-             http: {{addr: \"127.0.0.1:{port}\"}}\n\
-             auth: {{htpasswd: {{realm: wms-test, path: {auth}}}}}\n",
-            data = dir.join("data").display(),
-            auth = dir.join("htpasswd").display(),
-        );
-        std::fs::write(dir.join("config.yml"), config).expect("write registry config");
-        vec![
-            "docker-registry".into(),
-            "serve".into(),
-            dir.join("config.yml").display().to_string(),
-        ]
+        registry_argv(port, dir, htpasswd)
     })
 }
