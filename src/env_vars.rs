@@ -151,3 +151,8 @@ pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";
 pub const WMS_CACHE_DIR: &str = "WMS_CACHE_DIR";
 /// The XDG base directory for caches.
 pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+
+// comparison (#14)
+/// Directory of the timing records (`*.jsonl`) that `wms deploy` and `wms compare` append to and
+/// `wms compare` reads; default `comparison/records/` at the top of the current git work tree.
+pub const WMS_TIMING_DIR: &str = "WMS_TIMING_DIR";

@@ -25,4 +25,5 @@ pub mod pth;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod timing;
 pub mod untrusted;
