@@ -8,6 +8,7 @@ pub mod changes;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod deploy;
 pub mod dvc;
 pub mod env_vars;
 pub mod exit;

@@ -1,0 +1,159 @@
+//! Which cluster, as whom: a [`Cluster`] is a `kube::Client` plus the API server URL and a label
+//! for the credentials (`context NAME`, `in-cluster service account`, `EKS cluster NAME`), so
+//! every error can say where it went. This module owns turning API failures into
+//! [`DeployError`]s (unreachable, 401, 403 with the RBAC verb, other statuses); it must not decide
+//! anything about deployments.
+//!
+//! Credentials, in order: `--context`/`$KUBECONFIG`/`~/.kube/config` (kube's loader, so exec
+//! plugins and client certificates work), else the pod's service account. EKS builds its own
+//! `kube::Config` (`deploy::eks`) and comes in through [`Cluster::from_config`].
+
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::DeployError;
+
+/// The client every deploy operation takes.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    /// The API server URL, for messages.
+    pub server: String,
+    /// Whose credentials: `context NAME`, `in-cluster service account`, `EKS cluster NAME`.
+    pub credentials: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("server", &self.server)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+/// Seconds to open a TCP connection to the API server before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Cluster {
+    /// The seam for any `kube::Config` (kubeconfig, in-cluster, EKS): a client with wms'
+    /// timeouts. `credentials` names where the config came from, for messages.
+    pub fn from_config(
+        mut config: kube::Config,
+        credentials: impl Into<String>,
+    ) -> Result<Self, DeployError> {
+        let credentials = credentials.into();
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        // Watches stay open up to their own timeoutSeconds (< 5 min); reads never take longer.
+        config.read_timeout = Some(Duration::from_secs(330));
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|source| DeployError::Client {
+            server: server.clone(),
+            credentials: credentials.clone(),
+            source,
+        })?;
+        Ok(Cluster {
+            client,
+            server,
+            credentials,
+        })
+    }
+
+    /// `--context` or the kubeconfig's current context; without a kubeconfig, the pod's
+    /// service account.
+    pub async fn connect(context: Option<&str>) -> Result<Self, DeployError> {
+        match Kubeconfig::read() {
+            Ok(kubeconfig) => {
+                let name = context
+                    .map(str::to_string)
+                    .or_else(|| kubeconfig.current_context.clone())
+                    .unwrap_or_default();
+                let options = KubeConfigOptions {
+                    context: context.map(str::to_string),
+                    ..KubeConfigOptions::default()
+                };
+                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|source| DeployError::Kubeconfig {
+                        context: name.clone(),
+                        source,
+                    })?;
+                Self::from_config(config, format!("context {name}"))
+            }
+            Err(kubeconfig_err) => {
+                if let Some(name) = context {
+                    return Err(DeployError::Kubeconfig {
+                        context: name.to_string(),
+                        source: kubeconfig_err,
+                    });
+                }
+                match kube::Config::incluster() {
+                    Ok(config) => Self::from_config(config, "in-cluster service account"),
+                    Err(_) => Err(DeployError::NoCredentials {
+                        source: kubeconfig_err,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Classifies a failed API call: `verb` and `resource` say what wms tried (`patch`,
+    /// `deployments.apps in wms-m-v3`), so a 403 names the permission to grant.
+    pub fn error(&self, verb: &str, resource: &str, err: kube::Error) -> DeployError {
+        classify(&self.server, &self.credentials, verb, resource, err)
+    }
+}
+
+/// See [`Cluster::error`].
+pub fn classify(
+    server: &str,
+    credentials: &str,
+    verb: &str,
+    resource: &str,
+    err: kube::Error,
+) -> DeployError {
+    match err {
+        kube::Error::Api(status) => {
+            let message = status.message.clone();
+            match status.code {
+                401 => DeployError::Unauthorized {
+                    server: server.into(),
+                    credentials: credentials.into(),
+                    message,
+                },
+                403 => DeployError::Forbidden {
+                    credentials: credentials.into(),
+                    verb: verb.into(),
+                    resource: resource.into(),
+                    message,
+                },
+                code => DeployError::Api {
+                    verb: verb.into(),
+                    resource: resource.into(),
+                    code,
+                    reason: status.reason.clone(),
+                    message,
+                },
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => DeployError::Unreachable {
+            server: server.into(),
+            credentials: credentials.into(),
+            source: err,
+        },
+        other => DeployError::Client {
+            server: server.into(),
+            credentials: credentials.into(),
+            source: other,
+        },
+    }
+}
+
+/// The HTTP status of an API error, if it is one.
+pub fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}

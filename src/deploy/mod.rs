@@ -1,0 +1,184 @@
+//! `wms deploy`: one Kubernetes namespace per model version, through the API server only (no
+//! kubectl, helm or aws CLI on the runner). This module owns what is applied ([`render`]), how
+//! (server-side apply, field manager `wms`: [`apply`]), when a rollout is done or failed
+//! ([`rollout`], kubectl's logic) and why pods fail ([`pods`]), the stable entry point and its
+//! promotion history ([`route`]), the deploy Lease ([`lease`]), scale/config/status/cleanup
+//! ([`ops`]), the smoke test through the service proxy ([`smoke`]), and how a client is made
+//! ([`cluster`]). EKS tokens ([`eks`]) and the Helm chart ([`chart`]) sit beside it.
+//!
+//! It must not shell out, read files other than the kubeconfig (the CLI reads the rest), or
+//! print: results and errors go back to `cli::deploy`, which writes step outputs and timing
+//! records.
+//!
+//! The stable entry points other modules call:
+//! - [`render::render`]`(&DeploySpec) -> Result<Vec<serde_json::Value>, DeployError>`
+//! - [`cluster::Cluster::from_config`]`(kube::Config, label) -> Result<Cluster, DeployError>`:
+//!   the seam where a `kube::Config` made elsewhere (EKS) becomes the client every operation
+//!   takes.
+
+pub mod cluster;
+pub mod names;
+pub mod render;
+
+pub use names::Names;
+pub use render::{DeploySpec, Resources};
+
+use crate::untrusted::text::for_log;
+
+/// Everything `wms deploy` can fail with; each message is one line that ends in what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(
+        "{flag} {:?} {why}; hint: Kubernetes names are DNS-1123 labels, e.g. v3 or water-meters (write v1-2 for 1.2)",
+        for_log(value)
+    )]
+    NotDnsSafe {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "{flag} {:?}: {why}; hint: see `wms deploy apply --help`",
+        for_log(value)
+    )]
+    Flag {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "--image {image}: {why}; hint: pass the `image` output of build-image (REGISTRY/REPO@sha256:<64 hex>)"
+    )]
+    Image { image: String, why: String },
+    #[error(
+        "--image {image} names a tag, not a digest, and a tag can move after the deploy; hint: pass REGISTRY/REPO@sha256:… (the `image` output of build-image), or --allow-tag to deploy the tag anyway"
+    )]
+    TagOnly { image: String },
+    #[error(
+        "{credentials}: cannot set up a client for {server}; hint: check the cluster's server URL and certificate data in the kubeconfig"
+    )]
+    Client {
+        server: String,
+        credentials: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "kubeconfig context {context:?} cannot be loaded; hint: `kubectl config get-contexts` lists the contexts of $KUBECONFIG (default ~/.kube/config); pass one with --context"
+    )]
+    Kubeconfig {
+        context: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "no Kubernetes credentials: no kubeconfig and not inside a pod; hint: set KUBECONFIG (or write ~/.kube/config), or pass --eks-cluster NAME --region R"
+    )]
+    NoCredentials {
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "cannot reach the Kubernetes API server {server} ({credentials}); hint: check that the cluster is up and that this runner can reach it (VPN, private endpoint, firewall)"
+    )]
+    Unreachable {
+        server: String,
+        credentials: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "the API server {server} refused the credentials of {credentials} (401 Unauthorized: {}); hint: refresh them (an expired token or certificate; for EKS, wms aws assume-role)",
+        for_log(message)
+    )]
+    Unauthorized {
+        server: String,
+        credentials: String,
+        message: String,
+    },
+    #[error(
+        "{credentials} may not {verb} {resource} (403 Forbidden: {}); hint: grant that identity the RBAC verb `{verb}` on {resource} (a Role/ClusterRole and a binding)",
+        for_log(message)
+    )]
+    Forbidden {
+        credentials: String,
+        verb: String,
+        resource: String,
+        message: String,
+    },
+    #[error(
+        "{verb} {resource} failed ({code} {reason}): {}; hint: the API server's message says why",
+        for_log(message)
+    )]
+    Api {
+        verb: String,
+        resource: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error(
+        "server-side apply conflict on {resource}: {}; hint: another field manager owns those fields; pass --force to take them over for `wms`",
+        for_log(message)
+    )]
+    Conflict { resource: String, message: String },
+    #[error(
+        "the rollout of {namespace}/{deployment} failed: {why}; hint: `wms deploy debug --version {version}` prints each pod's reason and last log lines again"
+    )]
+    RolloutFailed {
+        namespace: String,
+        deployment: String,
+        version: String,
+        why: String,
+    },
+    #[error(
+        "the deploy lock {namespace}/{lease} is held by {holder} (waited {waited_s} s); hint: wait for that deploy to finish, or pass a longer --lock-timeout; a crashed holder's lock expires {duration_s} s after its last renewal"
+    )]
+    LockHeld {
+        namespace: String,
+        lease: String,
+        holder: String,
+        waited_s: u64,
+        duration_s: i32,
+    },
+    #[error(
+        "version {version} is not Ready ({why}); the promoted version keeps serving; hint: `wms deploy status` shows every version, `wms deploy debug --version {version}` why its pods fail"
+    )]
+    NotReady { version: String, why: String },
+    #[error(
+        "no version {version} of model {model} (namespace {namespace} not found); hint: `wms deploy status` lists the deployed versions"
+    )]
+    NoSuchVersion {
+        model: String,
+        version: String,
+        namespace: String,
+    },
+    #[error(
+        "nothing to roll back to: {why}; hint: `wms deploy status` shows the promotion history"
+    )]
+    NothingToRollBack { why: String },
+    #[error(
+        "namespace {namespace} is stuck Terminating after {waited_s} s: {}; hint: remove what blocks it (a finalizer whose controller is gone, an unavailable API service) and run cleanup again",
+        for_log(leftovers)
+    )]
+    StuckTerminating {
+        namespace: String,
+        waited_s: u64,
+        leftovers: String,
+    },
+    #[error("smoke test of {target} failed: {why}; hint: `wms deploy debug --version {version}`")]
+    Smoke {
+        target: String,
+        version: String,
+        why: String,
+    },
+    #[error(
+        "{what} in {namespace}/{name} is not what wms wrote: {why}; hint: re-run `wms deploy apply` for that version"
+    )]
+    Unexpected {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        why: String,
+    },
+}
