@@ -156,3 +156,10 @@ pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Directory of the timing records (`*.jsonl`) that `wms deploy` and `wms compare` append to and
 /// `wms compare` reads; default `comparison/records/` at the top of the current git work tree.
 pub const WMS_TIMING_DIR: &str = "WMS_TIMING_DIR";
+
+// report (#14)
+/// The GitHub REST API root (`https://api.github.com`, or `https://HOST/api/v3` on GitHub
+/// Enterprise Server); the runner sets it.
+pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
+/// The token for GitHub's REST API (`${{ github.token }}` in a workflow).
+pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";

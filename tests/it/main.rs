@@ -7,6 +7,7 @@ mod cli;
 mod data;
 mod dvc;
 mod fuzz;
+mod github_api;
 #[cfg(feature = "train")]
 mod interop;
 mod kubeapi;
