@@ -54,7 +54,12 @@ pub fn default_object(s: &mut Store, r: &Resource, obj: &mut Value) {
             if spec["sessionAffinity"].is_null() {
                 spec["sessionAffinity"] = json!("None");
             }
-            for p in spec["ports"].as_array_mut().into_iter().flatten() {
+            for p in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if p["protocol"].is_null() {
                     p["protocol"] = json!("TCP");
                 }
@@ -100,8 +105,18 @@ fn pod_spec_defaults(spec: &mut Value) {
             spec[k] = v;
         }
     }
-    for c in spec["containers"].as_array_mut().into_iter().flatten() {
-        for p in c["ports"].as_array_mut().into_iter().flatten() {
+    for c in spec
+        .get_mut("containers")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for p in c
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             if p["protocol"].is_null() {
                 p["protocol"] = json!("TCP");
             }

@@ -874,7 +874,10 @@ fn commit(
     }
     let without_times = |v: &Value| {
         let mut v = v.clone();
-        if let Some(mf) = v["metadata"]["managedFields"].as_array_mut() {
+        if let Some(mf) = v
+            .pointer_mut("/metadata/managedFields")
+            .and_then(Value::as_array_mut)
+        {
             for e in mf {
                 if let Some(e) = e.as_object_mut() {
                     e.remove("time");
