@@ -156,6 +156,8 @@ pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Directory of the timing records (`*.jsonl`) that `wms deploy` and `wms compare` append to and
 /// `wms compare` reads; default `comparison/records/` at the top of the current git work tree.
 pub const WMS_TIMING_DIR: &str = "WMS_TIMING_DIR";
+/// The login name; `wms compare record` uses it when `--person` is not given.
+pub const USER: &str = "USER";
 
 // report (#14)
 /// The GitHub REST API root (`https://api.github.com`, or `https://HOST/api/v3` on GitHub

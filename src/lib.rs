@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod changes;
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod deploy;
 pub mod dvc;

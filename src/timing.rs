@@ -706,12 +706,17 @@ pub fn records_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(env_vars::WMS_TIMING_DIR).filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
+    work_tree_root().join(DEFAULT_RELATIVE_DIR)
+}
+
+/// The top of the git work tree containing the current directory (the nearest ancestor with a
+/// `.git`), else the current directory.
+pub fn work_tree_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let root = cwd
-        .ancestors()
+    cwd.ancestors()
         .find(|d| d.join(".git").exists())
-        .unwrap_or(&cwd);
-    root.join(DEFAULT_RELATIVE_DIR)
+        .map(Path::to_path_buf)
+        .unwrap_or(cwd)
 }
 
 /// The file [`append`] writes a record of `method` to.

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// AWS credentials: assume a role with GitHub's OIDC token, print the caller identity.
     Aws(wms::cli::aws::AwsArgs),
+    /// Manual versus automated deployment: time a manual run, collect automated runs, report.
+    Compare(wms::cli::compare::CompareArgs),
     /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
     Data(wms::cli::data::DataArgs),
     /// Decide from the event's commits whether to train and/or deploy: named path filters over
@@ -49,6 +51,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Aws(args) => wms::cli::aws::run(args),
         Command::BuildImage(args) => wms::cli::image::run(args),
+        Command::Compare(args) => wms::cli::compare::run(args),
         Command::Data(args) => wms::cli::data::run(args),
         Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Doctor => {

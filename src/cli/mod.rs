@@ -2,6 +2,7 @@
 //! command that resolves settings and calls the capability modules. Binaries only dispatch here.
 
 pub mod aws;
+pub mod compare;
 pub mod data;
 pub mod detect;
 pub mod export;
