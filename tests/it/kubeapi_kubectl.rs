@@ -152,7 +152,14 @@ fn server_side_apply_creates_objects_and_conflicts_name_the_other_manager() {
     ] {
         assert!(out.contains(line), "{out}");
     }
-    let cm = k.json(&["get", "configmap", "config", "-n", "m1", "--show-managed-fields"]);
+    let cm = k.json(&[
+        "get",
+        "configmap",
+        "config",
+        "-n",
+        "m1",
+        "--show-managed-fields",
+    ]);
     assert_eq!(cm["data"]["batch"], "4");
     assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "wms");
     let d = k.json(&["get", "deployment", "web", "-n", "m1"]);
@@ -181,7 +188,14 @@ fn server_side_apply_creates_objects_and_conflicts_name_the_other_manager() {
 
     let o = k.apply("ops", &other, &["--force-conflicts"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let cm = k.json(&["get", "configmap", "config", "-n", "m1", "--show-managed-fields"]);
+    let cm = k.json(&[
+        "get",
+        "configmap",
+        "config",
+        "-n",
+        "m1",
+        "--show-managed-fields",
+    ]);
     assert_eq!(cm["data"]["batch"], "8");
     let managers: Vec<&str> = cm["metadata"]["managedFields"]
         .as_array()

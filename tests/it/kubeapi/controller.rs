@@ -411,16 +411,18 @@ fn set_if_changed(s: &mut Store, res: usize, old: &Value, new: Value) {
     }
 }
 
-/// `25%` or `1` of `replicas`, rounded down (maxUnavailable).
-fn int_or_percent(v: &Value, replicas: i64) -> i64 {
-    match v {
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        Value::String(p) => p
-            .trim_end_matches('%')
-            .parse::<i64>()
-            .map(|p| p * replicas / 100)
-            .unwrap_or(0),
-        _ => replicas / 4,
+/// maxSurge/maxUnavailable of `replicas`: an int, or a percentage rounded up (surge) or down
+/// (unavailable), 25% when unset, as the API server defaults them.
+fn scaled(v: &Value, replicas: i64, round_up: bool) -> i64 {
+    let pct = match v {
+        Value::Number(n) => return n.as_i64().unwrap_or(0),
+        Value::String(p) => p.trim_end_matches('%').parse::<i64>().unwrap_or(25),
+        _ => 25,
+    };
+    if round_up {
+        (pct * replicas + 99) / 100
+    } else {
+        pct * replicas / 100
     }
 }
 
@@ -458,17 +460,17 @@ fn reconcile_deployment(s: &mut Store, d: &Value) {
             selector["matchLabels"][HASH_LABEL] = json!(hash);
             let mut tmpl = template.clone();
             tmpl["metadata"]["labels"] = labels.clone();
-            let surge = int_or_percent(
+            let surge = scaled(
                 &d["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
                 replicas,
-            )
-            .max(1);
+                true,
+            );
             let rs = json!({
                 "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels,
                     "annotations": {REVISION: (max_rev + 1).to_string(), "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
                         "deployment.kubernetes.io/max-replicas": (replicas + surge).to_string()},
                     "ownerReferences": owner_ref(d)},
-                "spec": {"replicas": replicas, "selector": selector, "template": tmpl},
+                "spec": {"replicas": 0, "selector": selector, "template": tmpl},
             });
             let rs = s.prepare_new(rs_id, rs);
             just_created = true;
@@ -483,12 +485,11 @@ fn reconcile_deployment(s: &mut Store, d: &Value) {
                 s.rollout_began
                     .insert(uid.clone(), (hash.clone(), Instant::now()));
             }
-            if new["spec"]["replicas"].as_i64() != Some(replicas) {
-                new["spec"]["replicas"] = json!(replicas);
+            if new["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"]
+                != json!(replicas.to_string())
+            {
                 new["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] =
                     json!(replicas.to_string());
-                new["metadata"]["generation"] =
-                    json!(rs["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
             if s.rollout_began.get(&uid).is_none_or(|(h, _)| *h != hash) {
                 s.rollout_began
@@ -511,31 +512,101 @@ fn reconcile_deployment(s: &mut Store, d: &Value) {
         s.insert(dep_id, next, EventType::Modified);
     }
 
-    sync_pods(s, &new_rs, replicas);
+    // The rollout, stepped as the real controller steps it: the new ReplicaSet grows within
+    // maxSurge, old ones shrink only while availability stays at replicas - maxUnavailable, so a
+    // new version whose pods never become ready leaves the old one serving.
+    let strategy = &d["spec"]["strategy"];
+    let mut max_surge = scaled(&strategy["rollingUpdate"]["maxSurge"], replicas, true);
+    let max_unavailable = scaled(
+        &strategy["rollingUpdate"]["maxUnavailable"],
+        replicas,
+        false,
+    );
+    let max_unavailable = if max_surge == 0 && max_unavailable == 0 {
+        1
+    } else {
+        max_unavailable
+    };
+    let recreate = strategy["type"] == "Recreate";
+    if recreate {
+        max_surge = 0;
+    }
+    let rss: Vec<Value> = owned_by(s, rs_id, &ns, &uid).into_iter().cloned().collect();
+    let size = |rs: &Value| rs["spec"]["replicas"].as_i64().unwrap_or(0);
+    let ready_of = |s: &Store, rs: &Value| {
+        let rs_uid = rs["metadata"]["uid"].as_str().unwrap_or("");
+        owned_by(s, pod_id, &ns, rs_uid)
+            .into_iter()
+            .filter(|p| pod_ready(p))
+            .count() as i64
+    };
+    let pods_of = |s: &Store, rs: &Value| {
+        let rs_uid = rs["metadata"]["uid"].as_str().unwrap_or("");
+        owned_by(s, pod_id, &ns, rs_uid).len() as i64
+    };
+    let Some(new_live) = rss.iter().find(|r| name_of(r) == new_rs_name).cloned() else {
+        return;
+    };
+    let mut olds: Vec<Value> = rss
+        .iter()
+        .filter(|r| name_of(r) != new_rs_name)
+        .cloned()
+        .collect();
+    olds.sort_by_key(revision);
+    let old_total: i64 = olds.iter().map(size).sum();
+    let available: i64 = rss.iter().map(|r| ready_of(s, r)).sum();
+    let new_ready = ready_of(s, &new_live);
+    let mut new_size = size(&new_live);
+    let mut old_sizes: Vec<i64> = olds.iter().map(size).collect();
+    if recreate {
+        old_sizes.iter_mut().for_each(|o| *o = 0);
+        let old_pods: i64 = olds.iter().map(|r| pods_of(s, r)).sum();
+        if old_pods == 0 {
+            new_size = replicas;
+        }
+    } else {
+        if new_size > replicas {
+            new_size = replicas;
+        } else if new_size < replicas {
+            let allowed = replicas + max_surge - (new_size + old_total);
+            if allowed > 0 {
+                new_size += allowed.min(replicas - new_size);
+            }
+        }
+        let mut can_remove = (available - (replicas - max_unavailable)).max(0);
+        for (i, old) in olds.iter().enumerate() {
+            // Old pods that are not ready cost no availability (cleanupUnhealthyReplicas).
+            let unhealthy = pods_of(s, old) - ready_of(s, old);
+            let remove = if new_ready >= replicas {
+                old_sizes[i]
+            } else {
+                (can_remove + unhealthy).min(old_sizes[i])
+            };
+            can_remove = (can_remove - (remove - unhealthy.min(remove))).max(0);
+            old_sizes[i] -= remove;
+        }
+    }
+    let resize = |s: &mut Store, rs: &Value, to: i64| -> Value {
+        if size(rs) == to {
+            return rs.clone();
+        }
+        let mut next = rs.clone();
+        next["spec"]["replicas"] = json!(to);
+        next["metadata"]["generation"] =
+            json!(rs["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+        s.insert(rs_id, next, EventType::Modified)
+    };
+    let new_rs = resize(s, &new_live, new_size);
+    sync_pods(s, &new_rs, new_size);
+    for (old, to) in olds.iter().zip(old_sizes) {
+        let next = resize(s, old, to);
+        sync_pods(s, &next, to);
+    }
     let new_uid = new_rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let new_pods: Vec<Value> = owned_by(s, pod_id, &ns, &new_uid)
         .into_iter()
         .cloned()
         .collect();
-    let new_ready = new_pods.iter().filter(|p| pod_ready(p)).count() as i64;
-    let complete_new = new_ready >= replicas && new_pods.len() as i64 == replicas;
-    let rss: Vec<Value> = owned_by(s, rs_id, &ns, &uid).into_iter().cloned().collect();
-    for rs in &rss {
-        if name_of(rs) == new_rs_name {
-            continue;
-        }
-        if complete_new && rs["spec"]["replicas"].as_i64() != Some(0) {
-            let mut next = rs.clone();
-            next["spec"]["replicas"] = json!(0);
-            next["metadata"]["generation"] =
-                json!(rs["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
-            let next = s.insert(rs_id, next, EventType::Modified);
-            sync_pods(s, &next, 0);
-        } else {
-            let want = rs["spec"]["replicas"].as_i64().unwrap_or(0);
-            sync_pods(s, rs, want);
-        }
-    }
     // ReplicaSet status, then Deployment status from all of its pods.
     let rss: Vec<Value> = owned_by(s, rs_id, &ns, &uid).into_iter().cloned().collect();
     let mut total = 0i64;
@@ -567,9 +638,10 @@ fn reconcile_deployment(s: &mut Store, d: &Value) {
     };
     let updated = new_pods.len() as i64;
     let available = ready;
-    let max_unavailable = int_or_percent(
+    let max_unavailable = scaled(
         &live["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
         replicas,
+        false,
     );
     let complete = updated == replicas && available >= replicas && total == replicas;
     let pde_pod = new_pods.iter().any(|p| {

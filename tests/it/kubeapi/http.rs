@@ -215,22 +215,22 @@ struct Target {
 
 fn parse_target(s: &Store, group: &str, version: &str, segs: &[&str]) -> Option<Target> {
     let crd = s.servicemonitor_crd;
-    if segs.len() >= 3 && segs[0] == "namespaces" {
-        if let Some(res) =
+    if segs.len() >= 3
+        && segs[0] == "namespaces"
+        && let Some(res) =
             resources::find(group, version, segs[2], crd).filter(|r| RESOURCES[*r].namespaced)
-        {
-            return Some(Target {
-                res,
-                ns: segs[1].to_string(),
-                name: segs.get(3).map(|s| s.to_string()),
-                sub: segs.get(4).map(|s| s.to_string()),
-                rest: if segs.len() > 5 {
-                    format!("/{}", segs[5..].join("/"))
-                } else {
-                    String::new()
-                },
-            });
-        }
+    {
+        return Some(Target {
+            res,
+            ns: segs[1].to_string(),
+            name: segs.get(3).map(|s| s.to_string()),
+            sub: segs.get(4).map(|s| s.to_string()),
+            rest: if segs.len() > 5 {
+                format!("/{}", segs[5..].join("/"))
+            } else {
+                String::new()
+            },
+        });
     }
     let res = resources::find(group, version, segs.first()?, crd)?;
     if RESOURCES[res].namespaced && segs.len() > 1 {
@@ -332,7 +332,7 @@ async fn route(ctx: &Ctx, path: &str) -> Result<Response, ApiError> {
             return Err(ApiError::new(
                 405,
                 "MethodNotAllowed",
-                format!("the server does not allow this method on the requested resource"),
+                "the server does not allow this method on the requested resource".to_string(),
             ));
         }
     };

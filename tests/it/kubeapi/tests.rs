@@ -984,3 +984,60 @@ fn service_proxy_needs_a_ready_endpoint() {
         "{v}"
     );
 }
+
+#[test]
+fn a_failing_new_version_leaves_the_old_one_serving() {
+    let api = KubeApi::start(Options {
+        ready_after: Duration::from_millis(50),
+        ..Options::default()
+    });
+    namespace(&api, "m1");
+    let path = "/apis/apps/v1/namespaces/m1/deployments/web";
+    apply(
+        &api,
+        path,
+        "wms",
+        false,
+        &deployment("web", "r/web@sha256:good", 2),
+    );
+    wait_deployment(&api, "m1", "web", |d| {
+        condition(d, "Progressing")["reason"] == "NewReplicaSetAvailable"
+    });
+    api.set_outcome("sha256:bad", Outcome::CrashLoopBackOff);
+    apply(
+        &api,
+        path,
+        "wms",
+        false,
+        &deployment("web", "r/web@sha256:bad", 2),
+    );
+    let d = wait_deployment(&api, "m1", "web", |d| {
+        d["status"]["observedGeneration"] == 2
+            && d["status"]["updatedReplicas"] == 1
+            && d["status"]["replicas"] == 3
+            && condition(d, "Progressing")["reason"] == "ReplicaSetUpdated"
+    });
+    // maxSurge 25% of 2 rounds up to 1, maxUnavailable rounds down to 0: one new pod, old ones stay.
+    std::thread::sleep(Duration::from_millis(300));
+    let d2 = api
+        .object("apps", "v1", "deployments", "m1", "web")
+        .unwrap();
+    assert_eq!(
+        d2["status"], d["status"],
+        "the rollout is stuck, not progressing"
+    );
+    assert_eq!(d["status"]["availableReplicas"], 2);
+    assert_eq!(condition(&d, "Available")["status"], "True");
+    assert_eq!(condition(&d, "Progressing")["reason"], "ReplicaSetUpdated");
+    let ready: Vec<Value> = api
+        .objects("pods")
+        .into_iter()
+        .filter(|p| p["status"]["containerStatuses"][0]["ready"] == true)
+        .collect();
+    assert_eq!(ready.len(), 2);
+    assert!(
+        ready
+            .iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "r/web@sha256:good")
+    );
+}
