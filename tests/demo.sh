@@ -56,9 +56,10 @@ trap - EXIT
 echo "served $photo → $OUT/prediction.png"
 
 step "6/7 build the serving image (scratch base, reproducible) into an OCI layout"
-# The commit time makes the digest reproducible; outside a git checkout, the epoch.
+# The commit time makes the digest reproducible; outside a git checkout, the epoch. The demo
+# stays offline: `--base scratch` (the default base is pulled from gcr.io).
 SOURCE_DATE_EPOCH="$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)" \
-  "$BIN/wms" build-image --model "$OUT/model.onnx" --oci-layout "$OUT/image" \
+  "$BIN/wms" build-image --base scratch --model "$OUT/model.onnx" --oci-layout "$OUT/image" \
   --tag wms/water-meters:demo >"$OUT/image.json"
 python3 - "$OUT/image.json" <<'PY'
 import json, sys

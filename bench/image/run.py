@@ -84,7 +84,7 @@ def main():
         size = None
         for v, p in models.items():
             layouts[v] = work / f"layout-{v}"
-            _, stdout = timed([wms, "build-image", "--model", str(p), "--oci-layout", str(layouts[v]),
+            _, stdout = timed([wms, "build-image", "--base", "scratch", "--model", str(p), "--oci-layout", str(layouts[v]),
                                "--tag", f"bench/ref:v{v}"], env=dict(env, WMS_CACHE_DIR=str(work / "prebuild")))
             if v == "1":
                 size = json.loads(stdout.strip().splitlines()[-1])["compressed_size"]
@@ -97,7 +97,7 @@ def main():
             cache = work / f"cache-{r}"
 
             def wms_push(repo, v):
-                t, _ = timed([wms, "build-image", "--push", "--insecure", "--model", str(models[v]),
+                t, _ = timed([wms, "build-image", "--push", "--insecure", "--base", "scratch", "--model", str(models[v]),
                               "--tag", f"{host}/{repo}:v{v}"], env=dict(env, WMS_CACHE_DIR=str(cache)))
                 return t
 

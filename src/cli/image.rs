@@ -25,10 +25,11 @@ pub struct BuildImageArgs {
     #[arg(long = "tag", value_name = "REF")]
     pub tags: Vec<String>,
     /// The base image: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:… pulled from its registry
-    /// (OCI or Docker v2; an index resolves to linux/amd64) and supplying glibc and libstdc++,
-    /// e.g. gcr.io/distroless/cc-debian12 where that registry is reachable; or `scratch`: the
-    /// image carries the runtime libraries of this machine [default: scratch]. Credentials as
-    /// for --push. Action input: `base`.
+    /// (OCI or Docker v2; an index resolves to linux/amd64) and supplying glibc and libstdc++;
+    /// or `scratch`: no base, no registry, the image carries the runtime libraries of this
+    /// machine as its loader resolves them [default: gcr.io/distroless/cc-debian12:nonroot,
+    /// Google's distroless image with glibc, libstdc++, CA certificates and user 65532, pulled
+    /// over https]. Credentials as for --push. Action input: `base`.
     #[arg(long, value_name = "REF|scratch")]
     pub base: Option<String>,
     /// config.properties for wms-serve [default: the one in torchserve/]. Action input: `config`.
@@ -197,15 +198,7 @@ impl ImageSettings {
             .iter()
             .map(|t| ImageRef::parse(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let base = match base.or_else(|| input("base")).as_deref() {
-            None | Some("scratch") => Base::Scratch,
-            Some(other) => Base::Registry(oci::pull::BaseRef::parse(other).map_err(|why| {
-                UsageError::new(format!(
-                    "--base {}: {why}; hint: write REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…, e.g. gcr.io/distroless/cc-debian12:latest, or scratch",
-                    crate::untrusted::text::for_log(other)
-                ))
-            })?),
-        };
+        let base_flag = base.or_else(|| input("base"));
         let platform = platform
             .or_else(|| input("platform"))
             .unwrap_or_else(|| oci::PLATFORM.into());
@@ -232,16 +225,8 @@ impl ImageSettings {
         };
         let pushing = flag(push, "push")?;
         let insecure = flag(insecure, "insecure")?;
-        let pull = if let Base::Registry(r) = &base {
-            if insecure && !r.is_loopback() {
-                return Err(UsageError::new(format!(
-                    "--insecure with --base {r}: plain HTTP is only allowed to a registry on this machine (127.0.0.1, ::1, localhost); hint: pull the base over https"
-                )));
-            }
-            true
-        } else {
-            false
-        };
+        let (base, base_access) = resolve_base(base_flag.as_deref(), insecure)?;
+        let pull = base_access.is_some();
         // One password for every registry; stdin can be read once.
         let login = match (username, password_stdin) {
             (Some(user), true) if pushing || pull => Some((user, read_password_stdin()?)),
@@ -256,7 +241,16 @@ impl ImageSettings {
             docker_config,
             ecr: flag(ecr, "ecr")?,
         };
-        let pull = pull.then(|| access.clone());
+        let pull = base_access.map(|b| PushSettings {
+            insecure: b.insecure,
+            // The default base is public: the push credentials are not offered to its registry.
+            login: if b.explicit {
+                access.login.clone()
+            } else {
+                None
+            },
+            ..access.clone()
+        });
         let push = if pushing {
             if tags.is_empty() {
                 return Err(UsageError::new(
@@ -326,6 +320,46 @@ impl ImageSettings {
             pull,
         })
     }
+}
+
+/// How a registry base is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BaseAccess {
+    /// Plain HTTP: only with `--insecure` and a base on loopback.
+    insecure: bool,
+    /// `--base` named it (not [`oci::DEFAULT_BASE`]).
+    explicit: bool,
+}
+
+/// `--base` (flag or input): `scratch`, a reference, or, when absent, [`oci::DEFAULT_BASE`].
+/// `--insecure` is for registries on loopback: the default base is pulled over https whatever it
+/// says; an explicit non-loopback base with it is a usage error.
+fn resolve_base(
+    flag: Option<&str>,
+    insecure: bool,
+) -> Result<(Base, Option<BaseAccess>), UsageError> {
+    let reference = match flag {
+        Some("scratch") => return Ok((Base::Scratch, None)),
+        None => oci::pull::BaseRef::parse(oci::DEFAULT_BASE).expect("the default base parses"),
+        Some(other) => oci::pull::BaseRef::parse(other).map_err(|why| {
+            UsageError::new(format!(
+                "--base {}: {why}; hint: write REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…, e.g. {}, or scratch",
+                crate::untrusted::text::for_log(other),
+                oci::DEFAULT_BASE
+            ))
+        })?,
+    };
+    let explicit = flag.is_some();
+    if insecure && explicit && !reference.is_loopback() {
+        return Err(UsageError::new(format!(
+            "--insecure with --base {reference}: plain HTTP is only allowed to a registry on this machine (127.0.0.1, ::1, localhost); hint: pull the base over https"
+        )));
+    }
+    let access = BaseAccess {
+        insecure: insecure && reference.is_loopback(),
+        explicit,
+    };
+    Ok((Base::Registry(reference), Some(access)))
 }
 
 /// `$WMS_CACHE_DIR/layers`, else `$XDG_CACHE_HOME/wms/layers`, else `~/.cache/wms/layers`.
@@ -486,6 +520,8 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
     let settings = ImageSettings::resolve(args, crate::github::actions::input, |k| {
         std::env::var(k).ok().filter(|v| !v.is_empty())
     })?;
+    // A bad model is named before a base is pulled (the default base needs the network).
+    oci::read_model(&settings.inputs.model).context("cannot build the image")?;
     let base = pull_base(&gh, &settings)?;
     let image = oci::build(&settings.inputs, base.as_ref()).context("cannot build the image")?;
     let sbom = oci::sbom::build(&oci::sbom::SbomInputs {
@@ -542,6 +578,7 @@ pub fn run(args: BuildImageArgs) -> anyhow::Result<()> {
             pushed.uploaded.extend(report.uploaded);
             pushed.mounted.extend(report.mounted);
             pushed.existing.extend(report.existing);
+            pushed.retries += report.retries;
         }
         pushed.manifest_digest = image.digest().to_string();
     }
@@ -615,6 +652,50 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_base_is_distroless_cc_pulled_over_https() {
+        let (base, access) = resolve_base(None, true).unwrap();
+        let Base::Registry(r) = base else {
+            panic!("the default base is a registry image")
+        };
+        assert_eq!(r.to_string(), oci::DEFAULT_BASE);
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("gcr.io", "distroless/cc-debian12")
+        );
+        assert_eq!(
+            access,
+            Some(BaseAccess {
+                insecure: false,
+                explicit: false
+            })
+        );
+        assert_eq!(
+            resolve_base(Some("scratch"), true).unwrap(),
+            (Base::Scratch, None)
+        );
+        let (_, access) = resolve_base(Some("127.0.0.1:5000/base/cc:1"), true).unwrap();
+        assert_eq!(
+            access,
+            Some(BaseAccess {
+                insecure: true,
+                explicit: true
+            })
+        );
+        let err = resolve_base(Some(oci::DEFAULT_BASE), true).unwrap_err();
+        assert!(err.message.contains("--insecure with --base"), "{err}");
+        // `--help` names the default.
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BuildImageArgs,
+        }
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains(oci::DEFAULT_BASE), "{help}");
+    }
 
     #[test]
     fn tags_are_parsed_and_bad_ones_named() {

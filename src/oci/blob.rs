@@ -85,9 +85,144 @@ fn inflates_to(gz: &[u8], data: &[u8]) -> bool {
         && trailer[4..] == (data.len() as u32).to_le_bytes()
 }
 
+/// Why a gzip blob could not be inflated.
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    #[error("it is not gzip: bad header at byte {offset}")]
+    Header { offset: usize },
+    #[error("its DEFLATE data is corrupt")]
+    Corrupt,
+    #[error("it ends before its gzip member does")]
+    Truncated,
+    #[error("a gzip trailer's CRC-32 or length does not match the inflated data")]
+    Trailer,
+    #[error("it inflates to more than {limit} bytes")]
+    TooLarge { limit: u64 },
+}
+
+/// The `sha256:` digest and length of what `gz` inflates to (RFC 1952, one or more members, any
+/// header flags), streamed: the inflated bytes are hashed, never held. This is a layer's
+/// `diff_id`. More than `limit` inflated bytes is an error, so a compression bomb costs at most
+/// `limit` bytes of hashing.
+pub fn gunzip_digest(gz: &[u8], limit: u64) -> Result<(String, u64), GunzipError> {
+    use miniz_oxide::inflate::stream::{InflateState, inflate};
+    use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut rest = gz;
+    loop {
+        let offset = gz.len() - rest.len();
+        rest = skip_gzip_header(rest).ok_or(GunzipError::Header { offset })?;
+        let mut state = InflateState::new_boxed(DataFormat::Raw);
+        let mut crc = crc32fast::Hasher::new();
+        let mut member: u64 = 0;
+        loop {
+            let r = inflate(&mut state, rest, &mut buf, MZFlush::None);
+            rest = &rest[r.bytes_consumed..];
+            let out = &buf[..r.bytes_written];
+            hasher.update(out);
+            crc.update(out);
+            member += out.len() as u64;
+            total += out.len() as u64;
+            if total > limit {
+                return Err(GunzipError::TooLarge { limit });
+            }
+            match r.status {
+                Ok(MZStatus::StreamEnd) => break,
+                Ok(_) | Err(MZError::Buf) if r.bytes_consumed > 0 || r.bytes_written > 0 => {}
+                Ok(_) | Err(MZError::Buf) => return Err(GunzipError::Truncated),
+                Err(_) => return Err(GunzipError::Corrupt),
+            }
+        }
+        let Some((trailer, after)) = rest.split_first_chunk::<8>() else {
+            return Err(GunzipError::Truncated);
+        };
+        if trailer[..4] != crc.finalize().to_le_bytes()
+            || trailer[4..] != (member as u32).to_le_bytes()
+        {
+            return Err(GunzipError::Trailer);
+        }
+        rest = after;
+        if rest.is_empty() {
+            return Ok((format!("sha256:{}", hex::encode(hasher.finalize())), total));
+        }
+    }
+}
+
+/// The bytes after a gzip member header (magic, CM 8, FLG with FEXTRA/FNAME/FCOMMENT/FHCRC),
+/// or `None` when it is not one.
+fn skip_gzip_header(gz: &[u8]) -> Option<&[u8]> {
+    let (head, mut rest) = gz.split_first_chunk::<10>()?;
+    let flags = head[3];
+    if head[..3] != [0x1f, 0x8b, 8] || flags & 0xe0 != 0 {
+        return None;
+    }
+    if flags & 4 != 0 {
+        let (len, after) = rest.split_first_chunk::<2>()?;
+        rest = after.get(usize::from(u16::from_le_bytes(*len))..)?;
+    }
+    for flag in [8, 16] {
+        if flags & flag != 0 {
+            let end = rest.iter().position(|&b| b == 0)?;
+            rest = &rest[end + 1..];
+        }
+    }
+    if flags & 2 != 0 {
+        rest = rest.get(2..)?;
+    }
+    Some(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_ids_are_the_digest_of_the_inflated_stream_of_any_gzip() {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
+        let want = (sha256_digest(&data), data.len() as u64);
+        assert_eq!(gunzip_digest(&gzip(&data), u64::MAX).unwrap(), want);
+        // Another encoder with a name, a comment and extra field; two members.
+        let mut named = flate2::GzBuilder::new()
+            .filename("layer.tar")
+            .comment("c")
+            .extra(vec![1, 2, 3])
+            .write(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut named, &data[..1000]).unwrap();
+        let mut two = named.finish().unwrap();
+        two.extend_from_slice(&gzip(&data[1000..]));
+        assert_eq!(gunzip_digest(&two, u64::MAX).unwrap(), want);
+
+        let gz = gzip(&data);
+        assert!(matches!(
+            gunzip_digest(&gz[..gz.len() - 3], u64::MAX),
+            Err(GunzipError::Truncated)
+        ));
+        let mut bad_crc = gz.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        assert!(matches!(
+            gunzip_digest(&bad_crc, u64::MAX),
+            Err(GunzipError::Trailer)
+        ));
+        assert!(matches!(
+            gunzip_digest(b"PK\x03\x04 not gzip", u64::MAX),
+            Err(GunzipError::Header { offset: 0 })
+        ));
+        let mut garbage_after = gz.clone();
+        garbage_after.extend_from_slice(b"junk");
+        assert!(matches!(
+            gunzip_digest(&garbage_after, u64::MAX),
+            Err(GunzipError::Header { .. })
+        ));
+        assert!(matches!(
+            gunzip_digest(&gz, 1000),
+            Err(GunzipError::TooLarge { limit: 1000 })
+        ));
+    }
 
     #[test]
     fn gzip_round_trips_through_an_independent_decoder() {

@@ -56,6 +56,15 @@ pub const PLATFORM: &str = "linux/amd64";
 /// Models larger than this are refused before they are read (ONNX protobufs cap at 2 GiB).
 pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 
+/// The base when `--base` is not given: Google's distroless `cc` image for Debian 12, tag
+/// `nonroot`. It is the smallest public image with what `wms-serve` and ONNX Runtime load
+/// besides themselves (glibc, libgcc_s, libstdc++, the loader), CA certificates and tzdata, no
+/// shell or package manager, and a `nonroot` user 65532 ([`USER`]). Pulled over https from
+/// gcr.io; pin it (`--base gcr.io/distroless/cc-debian12@sha256:…`) or point `--base` at a mirror
+/// where gcr.io is not reachable. `--base scratch` needs no registry at all: the image then
+/// carries the runtime libraries of the build machine as its loader resolves them.
+pub const DEFAULT_BASE: &str = "gcr.io/distroless/cc-debian12:nonroot";
+
 /// What the image is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
@@ -108,7 +117,7 @@ pub struct LayerInfo {
     pub role: &'static str,
     pub digest: String,
     pub size: u64,
-    /// 0 for a base layer: it is copied, not decompressed.
+    /// Bytes of the layer's tar (a base layer's as inflated when its diff_id was checked).
     pub uncompressed_size: u64,
 }
 
@@ -187,6 +196,30 @@ pub enum ImageError {
     BaseNotPulled { reference: String },
 }
 
+/// Reads the model and checks that it is an ONNX model with a graph; returns its bytes and
+/// `metadata_props`. The CLI calls it before pulling a base, so a bad model is named before any
+/// network traffic.
+pub fn read_model(path: &Path) -> Result<(Vec<u8>, BTreeMap<String, String>), ImageError> {
+    let size = std::fs::metadata(path)
+        .map_err(|source| ImageError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size > MAX_MODEL_BYTES {
+        return Err(ImageError::ModelTooLarge {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    let model = fs_err::read(path).map_err(|source| ImageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let metadata = model_metadata(path, &model)?;
+    Ok((model, metadata))
+}
+
 /// Builds the image in memory; a registry base (`inputs.base`) must come pulled as `base`.
 pub fn build(
     inputs: &ImageInputs,
@@ -198,20 +231,7 @@ pub fn build(
             source,
         })
     };
-    let model_size = std::fs::metadata(&inputs.model)
-        .map_err(|source| ImageError::Read {
-            path: inputs.model.clone(),
-            source,
-        })?
-        .len();
-    if model_size > MAX_MODEL_BYTES {
-        return Err(ImageError::ModelTooLarge {
-            path: inputs.model.clone(),
-            size: model_size,
-        });
-    }
-    let model = read(&inputs.model)?;
-    let metadata = model_metadata(&inputs.model, &model)?;
+    let (model, metadata) = read_model(&inputs.model)?;
     let config = match &inputs.config {
         Some(p) => read(p)?,
         None => DEFAULT_CONFIG.as_bytes().to_vec(),
@@ -286,7 +306,7 @@ pub fn build(
             role: "base",
             digest: layer.digest.clone(),
             size: layer.bytes.len() as u64,
-            uncompressed_size: 0,
+            uncompressed_size: layer.uncompressed_size,
         });
         descriptors.push(Descriptor {
             media_type: layer.media_type.clone(),

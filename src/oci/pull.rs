@@ -4,7 +4,8 @@
 //! document has a size bound and every byte is checked against the digest that names it — the
 //! manifest against a digest reference (and against `Docker-Content-Digest` when the registry sends
 //! one), the platform's manifest against the index entry, the config and each layer against their
-//! descriptors — before anything is parsed or used.
+//! descriptors — before anything is parsed or used; each layer must also inflate to the
+//! `diff_id` the config names for it (the inflated size is reported, the tar is not kept).
 //!
 //! Layers keep their bytes (so their digests, and with them cross-repository mounts, still hold);
 //! Docker's layer media type is rewritten to its OCI twin (`…rootfs.diff.tar.gzip` → `…layer.v1.
@@ -19,7 +20,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::Response;
 use serde::Deserialize;
 
-use crate::oci::blob::{digest_hex, sha256_digest};
+use crate::oci::blob::{GunzipError, digest_hex, gunzip_digest, sha256_digest};
 use crate::oci::registry::{self, RegistryError, RegistryOptions, Session, Target};
 use crate::oci::spec::{History, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST};
 use crate::untrusted::text::for_log;
@@ -37,6 +38,9 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 /// The base's layers are held in memory; together they may not exceed this.
 pub const MAX_BASE_BYTES: u64 = 2 << 30;
+/// What the base's layers may inflate to, together (each is inflated once, streamed, to check
+/// its `diff_id`; distroless `cc` is about 25 MB).
+pub const MAX_BASE_UNCOMPRESSED_BYTES: u64 = 16 << 30;
 /// The `Accept` of a manifest request: every manifest and index type we can read.
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -141,6 +145,8 @@ pub struct BaseLayer {
     pub media_type: String,
     pub digest: String,
     pub bytes: Vec<u8>,
+    /// Bytes of the tar it inflates to (checked against the config's `diff_id`).
+    pub uncompressed_size: u64,
 }
 
 /// A pulled linux/amd64 base: what [`crate::oci::build`] puts under the image's own layers.
@@ -165,6 +171,15 @@ pub enum PullError {
         reference: String,
         #[source]
         source: RegistryError,
+    },
+    #[error(
+        "cannot reach the registry {registry} to pull the base image {reference}; hint: pass --base scratch (no base: the image carries this machine's runtime libraries), or --base with a mirror of it that you can reach (pinned by digest)"
+    )]
+    Unreachable {
+        reference: String,
+        registry: String,
+        #[source]
+        source: reqwest::Error,
     },
     #[error(
         "the base image {reference} was not found: the registry {registry} answered {status}: {body}; hint: check the name and tag (`skopeo inspect docker://{reference}`), or use --base scratch"
@@ -249,6 +264,22 @@ pub enum PullError {
         reference: String,
         diff_ids: usize,
         layers: usize,
+    },
+    #[error(
+        "the base image {reference}: {what} inflates to {actual}, not to the diff_id {expected} its config names; hint: the base's config and layers disagree (altered or broken image); use another base, or pin a digest you trust"
+    )]
+    DiffIdMismatch {
+        reference: String,
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("the base image {reference}: {what} cannot be inflated; hint: use another base")]
+    Inflate {
+        reference: String,
+        what: String,
+        #[source]
+        source: crate::oci::blob::GunzipError,
     },
     #[error("cannot read {what} of the base image {reference} from {registry}")]
     Read {
@@ -442,7 +473,8 @@ pub fn pull(reference: &BaseRef, opts: &RegistryOptions) -> Result<BaseImage, Pu
         return Err(puller.too_large("the layers together", total, MAX_BASE_BYTES));
     }
     let mut layers = Vec::new();
-    for descriptor in &manifest.layers {
+    let mut inflated_budget = MAX_BASE_UNCOMPRESSED_BYTES;
+    for (descriptor, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         let what = format!("layer {}", for_log(&descriptor.digest));
         let media_type = match descriptor.media_type.as_str() {
             MEDIA_DOCKER_LAYER_GZIP | MEDIA_LAYER_GZIP => MEDIA_LAYER_GZIP,
@@ -450,10 +482,36 @@ pub fn pull(reference: &BaseRef, opts: &RegistryOptions) -> Result<BaseImage, Pu
             other => return Err(puller.media_type(&what, other)),
         };
         let bytes = puller.blob(&what, descriptor, MAX_BASE_BYTES)?;
+        // The diff_id is what the image's rootfs is checked against when it is unpacked: a
+        // layer that inflates to anything else is refused here, not by the runtime later.
+        let (tar_digest, uncompressed_size) = if media_type == MEDIA_LAYER_TAR {
+            (sha256_digest(&bytes), bytes.len() as u64)
+        } else {
+            gunzip_digest(&bytes, inflated_budget).map_err(|source| match source {
+                GunzipError::TooLarge { limit } => {
+                    puller.too_large(&format!("{what} inflated"), limit + 1, limit)
+                }
+                source => PullError::Inflate {
+                    reference: shown.clone(),
+                    what: what.clone(),
+                    source,
+                },
+            })?
+        };
+        if tar_digest != *diff_id {
+            return Err(PullError::DiffIdMismatch {
+                reference: shown,
+                what,
+                expected: diff_id.clone(),
+                actual: tar_digest,
+            });
+        }
+        inflated_budget -= uncompressed_size;
         layers.push(BaseLayer {
             media_type: media_type.into(),
             digest: descriptor.digest.clone(),
             bytes,
+            uncompressed_size,
         });
     }
 
@@ -502,10 +560,7 @@ impl Puller<'_> {
         let resp = self
             .session
             .get(&what, &format!("manifests/{reference}"), ACCEPT)
-            .map_err(|source| PullError::Registry {
-                reference: self.reference.clone(),
-                source,
-            })?;
+            .map_err(|source| self.registry_error(source))?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(PullError::NotFound {
                 reference: self.reference.clone(),
@@ -564,14 +619,26 @@ impl Puller<'_> {
         let resp = self
             .session
             .get(what, &format!("blobs/{}", descriptor.digest), "")
-            .map_err(|source| PullError::Registry {
-                reference: self.reference.clone(),
-                source,
-            })?;
+            .map_err(|source| self.registry_error(source))?;
         let resp = self.success(what, resp)?;
         let bytes = self.read(what, resp, descriptor.size)?;
         self.verify(what, &descriptor.digest, descriptor.size, &bytes)?;
         Ok(bytes)
+    }
+
+    /// A registry failure; an unreachable registry gets its own error, with what to do instead.
+    fn registry_error(&self, source: RegistryError) -> PullError {
+        match source {
+            RegistryError::Unreachable { source, .. } => PullError::Unreachable {
+                reference: self.reference.clone(),
+                registry: self.registry.clone(),
+                source,
+            },
+            source => PullError::Registry {
+                reference: self.reference.clone(),
+                source,
+            },
+        }
     }
 
     fn success(&self, what: &str, resp: Response) -> Result<Response, PullError> {

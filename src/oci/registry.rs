@@ -1,9 +1,11 @@
 //! Pushing a built image over the OCI distribution protocol (distribution-spec `spec.md`):
 //! `HEAD /v2/<name>/blobs/<digest>` skips blobs the registry has, a cross-repository mount
 //! (`POST …/blobs/uploads/?mount=&from=`) reuses blobs pushed to another repository of the same
-//! registry in this run, other blobs go up as one monolithic upload (`POST` then `PUT ?digest=`),
-//! and the manifest goes last — only after every blob it names is there, so no registry ever holds
-//! a manifest pointing at a missing blob.
+//! registry in this run, other blobs go up as one monolithic upload (`POST` then `PUT ?digest=`);
+//! an upload that fails in transit (the connection dropped mid-body, 5xx, 429) starts over in a
+//! fresh upload session, with backoff. The manifest goes last — only after a `HEAD` of every blob
+//! it names confirms the registry has it, so no registry ever holds a manifest pointing at a
+//! missing blob.
 //!
 //! A base image from the same registry is mounted from its own repository (`from` = the base's
 //! repository), so a build on a registry base uploads only its own layers.
@@ -34,6 +36,9 @@ const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Upload sessions per blob, the first included: a blob upload that fails in transit (the
+/// connection dropped mid-body, a 5xx or 429 answer) starts over with a fresh session.
+const UPLOAD_ATTEMPTS: u32 = 4;
 
 /// Where an image goes: `host[:port]` and the repository path inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +112,8 @@ pub struct PushReport {
     pub uploaded: Vec<String>,
     pub mounted: Vec<String>,
     pub existing: Vec<String>,
+    /// Blob uploads started over with a fresh upload session after one failed in transit.
+    pub retries: u32,
     pub manifest_digest: String,
 }
 
@@ -136,6 +143,21 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
+    #[error(
+        "the upload of {digest} to {registry} failed {attempts} times, each in a fresh upload session; no manifest was pushed; hint: check the registry's health and the network between (a proxy that cuts long requests?), then push again"
+    )]
+    UploadFailed {
+        registry: String,
+        digest: String,
+        attempts: u32,
+        /// The last attempt's failure: the transport error, or the registry's answer.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "the registry {registry} does not confirm {digest} after its upload; no manifest was pushed; hint: push again; if it persists, the registry loses uploads"
+    )]
+    NotConfirmed { registry: String, digest: String },
     #[error("the registry {registry}'s token service {realm} failed: {message}")]
     Token {
         registry: String,
@@ -190,8 +212,17 @@ pub fn push(
                 report.mounted.push(digest.clone());
                 continue;
             }
-            session.upload(digest, bytes)?;
+            report.retries += session.upload(digest, bytes)?;
             report.uploaded.push(digest.clone());
+        }
+        // Every blob the manifest names is confirmed by the registry itself before it goes up.
+        for (digest, _) in image.blobs() {
+            if !session.has_blob(digest)? {
+                return Err(RegistryError::NotConfirmed {
+                    registry: target.registry.clone(),
+                    digest: digest.clone(),
+                });
+            }
         }
         session.put_manifest(&target.tag, image.manifest_bytes())?;
         if !done
@@ -295,7 +326,36 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn upload(&mut self, digest: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+    /// Uploads a blob; one that fails in transit is uploaded again in a fresh session (the
+    /// broken one is left to the registry to expire), with backoff. Returns the retries.
+    fn upload(&mut self, digest: &str, bytes: &[u8]) -> Result<u32, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.upload_once(digest, bytes) {
+                Ok(()) => return Ok(attempt - 1),
+                Err(e) if retry_upload(&e) => {
+                    if attempt >= UPLOAD_ATTEMPTS {
+                        return Err(RegistryError::UploadFailed {
+                            registry: self.registry.to_string(),
+                            digest: digest.to_string(),
+                            attempts: attempt,
+                            source: match e {
+                                RegistryError::Unreachable { source, .. } => Box::new(source),
+                                other => Box::new(other),
+                            },
+                        });
+                    }
+                    tracing::warn!(registry = %self.registry, digest, attempt, error = %e, "blob upload failed in transit; starting a fresh upload session");
+                    std::thread::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One upload session: `POST` to open it, one `PUT ?digest=` with the whole blob.
+    fn upload_once(&mut self, digest: &str, bytes: &[u8]) -> Result<(), RegistryError> {
         let what = format!("upload of {digest}");
         let url = self.url("blobs/uploads/");
         let resp = self.send(&what, |c| c.post(&url).header(CONTENT_LENGTH, 0))?;
@@ -501,6 +561,16 @@ pub(crate) fn short_body(resp: Response) -> String {
     body
 }
 
+/// Whether a failed upload session is worth a fresh one: the connection broke, or the
+/// registry answered 5xx or 429 (after [`Session::send`]'s own retries).
+fn retry_upload(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Unreachable { .. } => true,
+        RegistryError::Status { status, .. } => StatusCode::from_u16(*status).is_ok_and(transient),
+        _ => false,
+    }
+}
+
 fn transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
@@ -563,6 +633,12 @@ impl Session<'_> {
             return Ok(false);
         }
         self.upload(digest, bytes)?;
+        if !self.has_blob(digest)? {
+            return Err(RegistryError::NotConfirmed {
+                registry: self.registry.to_string(),
+                digest: digest.to_string(),
+            });
+        }
         Ok(true)
     }
 

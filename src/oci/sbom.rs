@@ -4,15 +4,19 @@
 //! base (its name and digest, or `scratch`) — attached to the image as an OCI artifact: an image
 //! manifest with `artifactType: application/spdx+json`, the empty config, the document as its one
 //! layer and `subject` = the image. Pushed after the image; where the registry does not answer
-//! `OCI-Subject` (it has no referrers API, e.g. distribution 2.8), the referrers tag schema's
-//! `sha256-<hex>` index is kept up to date instead (distribution-spec `spec.md`, "Pushing
-//! Manifests with Subject"). Written into the OCI layout too, as an untagged `index.json` entry.
+//! `OCI-Subject`, the referrers API is asked (`GET /v2/<name>/referrers/<digest>`), and only
+//! where that answers 404 (no referrers API, e.g. distribution 2.8) is the referrers tag
+//! schema's `sha256-<hex>` index kept up to date instead (distribution-spec `spec.md`, "Pushing
+//! Manifests with Subject", "Listing Referrers"). Written into the OCI layout too, as an untagged `index.json` entry.
 //!
-//! The crates are Cargo.lock's resolution of this package's normal, non-optional dependencies
-//! (the lock and manifest are built into `wms`): `tch`/`torch-sys` (`train` only) and
-//! dev-dependencies are left out; build-time crates (build scripts, proc macros) are not told
-//! apart by the lock and are listed too. They describe the `wms-serve` built from the same tree
-//! as this `wms`. The document is a function of the image and its inputs: the same build gives
+//! The crates are those linked into `wms-serve`: `build.rs` walks `cargo metadata`'s resolve
+//! (no features, this platform) from the `wms` package along normal dependencies only, leaving
+//! out proc-macro crates, build and dev dependencies and the `train`-only `tch`/`torch-sys`;
+//! versions, sources and checksums come from Cargo.lock. The granularity is cargo's: `wms-serve`
+//! links the `wms` library, so a crate the library uses is listed even where no code of it is
+//! reached from `wms-serve` (the linker drops that code). Where cargo metadata failed at build
+//! time the list falls back to Cargo.lock's closure and the document's comment says so. The
+//! crates describe the `wms-serve` built from the same tree as this `wms`. The document is a function of the image and its inputs: the same build gives
 //! the same SBOM bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +36,10 @@ use crate::oci::spec::{
 /// The lock and manifest of the tree this `wms` was built from.
 const CARGO_LOCK: &str = include_str!("../../Cargo.lock");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
+/// The crates linked into `wms-serve` with their normal dependencies, from `cargo metadata` at
+/// build time (`build.rs`): `name version\tdep version,dep version` per line; empty when cargo
+/// metadata failed there.
+const SERVE_CRATES: &str = include_str!(concat!(env!("OUT_DIR"), "/serve-crates.txt"));
 
 /// What the SBOM describes besides the image itself.
 #[derive(Debug, Clone)]
@@ -284,7 +292,7 @@ fn document(inputs: &SbomInputs) -> Result<serde_json::Value, SbomError> {
     }
 
     let lock = Lockfile::parse(CARGO_LOCK);
-    let crates = lock.closure(ROOT_PACKAGE, &root_dependencies(CARGO_TOML));
+    let (crates, method) = serve_crates(&lock);
     for (key, c) in &crates {
         let mut p = package(&crate_id(key), &c.name, &c.version, "LIBRARY");
         if c.source
@@ -325,7 +333,7 @@ fn document(inputs: &SbomInputs) -> Result<serde_json::Value, SbomError> {
             "created": crate::oci::rfc3339(inputs.created),
             "creators": [format!("Tool: wms-{}", env!("CARGO_PKG_VERSION"))],
         },
-        "comment": "Crates: Cargo.lock's resolution of wms's normal, non-optional dependencies (build-time crates included, tch/torch-sys and dev-dependencies excluded).",
+        "comment": format!("Crates: {method}."),
         "documentDescribes": ["SPDXRef-Image"],
         "packages": packages,
         "relationships": relationships,
@@ -348,6 +356,49 @@ fn onnxruntime_version(library: &Path) -> Option<String> {
 
 /// The package whose dependencies the crates are.
 const ROOT_PACKAGE: &str = "wms";
+
+/// The crates of `wms-serve` by lock key, with their source and checksum from Cargo.lock and
+/// their normal dependencies, and how they were found (the SBOM's comment).
+fn serve_crates(lock: &Lockfile) -> (BTreeMap<String, LockedCrate>, &'static str) {
+    let crates = parse_serve_crates(SERVE_CRATES, lock);
+    if crates.is_empty() {
+        let closure = lock
+            .closure(ROOT_PACKAGE, &root_dependencies(CARGO_TOML))
+            .into_iter()
+            .map(|(k, c)| (k, c.clone()))
+            .collect();
+        return (
+            closure,
+            "Cargo.lock's resolution of wms's normal, non-optional dependencies (cargo metadata was not available when wms was built, so build-time crates are included)",
+        );
+    }
+    (
+        crates,
+        "the crates linked into wms-serve: cargo metadata's normal dependencies of the wms package for this platform, without features (no tch/torch-sys), proc-macro, build and dev dependencies; checksums from Cargo.lock",
+    )
+}
+
+/// `name version\tdeps` lines (see [`SERVE_CRATES`]) as lock entries; a crate Cargo.lock does
+/// not list keeps no source or checksum.
+fn parse_serve_crates(text: &str, lock: &Lockfile) -> BTreeMap<String, LockedCrate> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, deps) = line.split_once('\t').unwrap_or((line, ""));
+            let (name, version) = key.split_once(' ')?;
+            let mut c = lock.packages.get(key).cloned().unwrap_or(LockedCrate {
+                name: name.into(),
+                version: version.into(),
+                ..LockedCrate::default()
+            });
+            c.dependencies = deps
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect();
+            Some((key.to_string(), c))
+        })
+        .collect()
+}
 
 /// An SPDX id for a lock key (`name version`): `SPDXRef-crate-<name>-<version>`, limited to the
 /// characters SPDX allows (letters, digits, `.` and `-`).
@@ -576,7 +627,7 @@ pub fn push(
         let indexed = session
             .put_manifest_as(&sbom.digest, MEDIA_MANIFEST, &sbom.manifest)
             .map_err(fail)?;
-        let how = if indexed {
+        let how = if indexed || listed_by_referrers_api(&mut session, sbom, target)? {
             Referrers::Api
         } else {
             let tag = referrers_tag(&sbom.subject);
@@ -586,6 +637,41 @@ pub fn push(
         done.push((place, how));
     }
     Ok(done)
+}
+
+/// Asks the referrers API (`GET /v2/<name>/referrers/<subject>`) whether it lists the SBOM, for a
+/// registry that did not answer `OCI-Subject`: `false` on 404 (no referrers API, e.g.
+/// distribution 2.8: the tag schema is the fallback) or when the index does not list it yet;
+/// any other answer is an error, not a reason to guess.
+fn listed_by_referrers_api(
+    session: &mut Session,
+    sbom: &Sbom,
+    target: &Target,
+) -> Result<bool, SbomError> {
+    let fail = |source| SbomError::Push {
+        registry: target.registry.clone(),
+        repository: target.repository.clone(),
+        subject: sbom.subject.clone(),
+        source: Box::new(source),
+    };
+    let what = format!("referrers of {}", sbom.subject);
+    let resp = session
+        .get(&what, &format!("referrers/{}", sbom.subject), MEDIA_INDEX)
+        .map_err(fail)?;
+    match resp.status() {
+        reqwest::StatusCode::NOT_FOUND => Ok(false),
+        s if s.is_success() => {
+            let mut bytes = Vec::new();
+            // A referrers index of one image is small; a hostile endless one is cut off.
+            let _ = std::io::Read::read_to_end(
+                &mut std::io::Read::take(resp, crate::oci::pull::MAX_MANIFEST_BYTES),
+                &mut bytes,
+            );
+            let index: Option<ReferrersIndex> = serde_json::from_slice(&bytes).ok();
+            Ok(index.is_some_and(|i| i.manifests.iter().any(|m| m.digest == sbom.digest)))
+        }
+        _ => Err(fail(session.status_error(&what, resp))),
+    }
 }
 
 /// The referrers tag schema's tag for a digest: `<alg>-<hex>`.
@@ -660,6 +746,42 @@ mod tests {
         }
         let ort = crates.values().find(|c| c.name == "ort").unwrap();
         assert!(ort.checksum.as_ref().is_some_and(|c| c.len() == 64));
+    }
+
+    #[test]
+    fn the_sbom_lists_the_crates_linked_into_wms_serve_only() {
+        let lock = Lockfile::parse(CARGO_LOCK);
+        let (crates, method) = serve_crates(&lock);
+        assert!(
+            method.starts_with("the crates linked into wms-serve"),
+            "{method}"
+        );
+        let names: BTreeSet<&str> = crates.values().map(|c| c.name.as_str()).collect();
+        for want in ["wms", "ort", "axum", "tokio", "serde", "prost", "ndarray"] {
+            assert!(names.contains(want), "{want} missing");
+        }
+        // train-only, proc-macro (run by the compiler), build-only and dev-only crates.
+        for unwanted in [
+            "tch",
+            "torch-sys",
+            "clap_derive",
+            "serde_derive",
+            "thiserror-impl",
+            "tokio-macros",
+            "cc",
+            "tokio-tungstenite",
+            "tungstenite",
+        ] {
+            assert!(!names.contains(unwanted), "{unwanted} listed");
+        }
+        let ort = crates.values().find(|c| c.name == "ort").unwrap();
+        assert!(ort.checksum.as_ref().is_some_and(|c| c.len() == 64));
+        // Dependencies point inside the set.
+        for c in crates.values() {
+            for d in &c.dependencies {
+                assert!(crates.contains_key(d), "{} -> {d}", c.name);
+            }
+        }
     }
 
     #[test]

@@ -68,6 +68,7 @@ fn build(cwd: &Path, model: &Path, layout: &Path, extra: &[&str]) -> serde_json:
         .arg(serve_binary())
         .arg("--oci-layout")
         .arg(layout)
+        .args(["--base", "scratch"])
         .args(["--tag", "127.0.0.1:5000/meters:v1"])
         .args(extra)
         .output()
@@ -158,7 +159,7 @@ fn bad_inputs_are_one_line_errors() {
             .current_dir(dir.path())
             .arg("build-image")
             .args(args)
-            .args(["--oci-layout", "oci"])
+            .args(["--oci-layout", "oci", "--base", "scratch"])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -338,6 +339,7 @@ fn push(dir: &Path, model: &Path, tags: &[String], password: &str) -> (Output, S
         .args(["build-image", "--push", "--insecure", "--username"])
         .arg(crate::servers::REGISTRY_USER)
         .arg("--password-stdin")
+        .args(["--base", "scratch"])
         .arg("--model")
         .arg(model)
         .arg("--serve-binary")
@@ -441,6 +443,18 @@ fn push_to_a_registry_with_auth_mounts_across_repositories_and_reuploads_only_th
     assert_eq!((count("uploaded"), count("existing")), (2, 2), "{report}");
 }
 
+/// A push refused for its credentials: exit 1, one line naming the registry and the credential
+/// sources tried (the password itself never shows: [`push`] checks), no manifest under `tag`.
+fn assert_refused(out: &Output, stderr: &str, host: &str, tag: &str) {
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(host) && stderr.contains("--username/--password-stdin"),
+        "{stderr}"
+    );
+    assert_eq!(skopeo_digest(&format!("docker://{tag}")), None);
+}
+
 #[test]
 fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() {
     let registry = crate::servers::registry();
@@ -453,17 +467,12 @@ fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() 
         std::slice::from_ref(&tag),
         "wrong-pw-77",
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains(host) && stderr.contains("--username/--password-stdin"),
-        "{stderr}"
-    );
-    assert_eq!(skopeo_digest(&format!("docker://{tag}")), None);
+    assert_refused(&out, &stderr, host, &tag);
 
     let out = util::bin("wms")
         .current_dir(dir.path())
-        .args(["build-image", "--push", "--insecure", "--model", "m.onnx"])
+        .args(["build-image", "--push", "--insecure", "--base", "scratch"])
+        .args(["--model", "m.onnx"])
         .args(["--tag", "registry.example.com/meters:v1"])
         .output()
         .unwrap();
@@ -559,6 +568,8 @@ impl Planter {
 /// `architecture`.
 struct PlantedBase {
     layer: String,
+    /// The layer's tar size, as the scratch build that made it reported it.
+    uncompressed: u64,
     /// Descriptors of the two images (pushed by digest only).
     amd64: serde_json::Value,
     arm64: serde_json::Value,
@@ -609,6 +620,7 @@ fn plant_base(dir: &Path, repo: &str) -> PlantedBase {
     let (amd64, amd64_manifest) = image("amd64");
     PlantedBase {
         layer: layer_digest.into(),
+        uncompressed: built["layers"][0]["uncompressed_size"].as_u64().unwrap(),
         amd64,
         arm64: image("arm64").0,
         amd64_manifest,
@@ -708,6 +720,9 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
         serde_json::json!([base.layer]),
         "{built}"
     );
+    // The base layer's real size, from inflating it to check its diff_id.
+    assert_eq!(built["layers"][0]["uncompressed_size"], base.uncompressed);
+    assert!(base.uncompressed > built["layers"][0]["size"].as_u64().unwrap());
     assert_eq!((count("uploaded"), count("existing")), (3, 0), "{built}");
 
     assert_eq!(
@@ -841,6 +856,116 @@ fn an_arm64_only_or_missing_base_is_a_one_line_error() {
     assert!(!dir.path().join("oci/index.json").exists());
 }
 
+/// A base whose layer does not inflate to the diff_id its config names (a consistent manifest
+/// and digests, so only the diff_id check can catch it): one line naming the layer, the diff_id
+/// and what it inflates to.
+#[test]
+fn a_base_layer_that_does_not_match_its_diff_id_is_refused() {
+    let host = crate::servers::registry()
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let planter = Planter::new();
+    let tar = b"pretend this is the tar of a layer".to_vec();
+    let layer = wms::oci::blob::gzip(&tar);
+    let layer_digest = planter.blob("base/diffid", &layer);
+    let claimed = wms::oci::blob::sha256_digest(b"another tar");
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [claimed]},
+    }))
+    .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config.len(),
+                   "digest": planter.blob("base/diffid", &config)},
+        "layers": [{"mediaType": DOCKER_LAYER, "size": layer.len(), "digest": layer_digest}],
+    });
+    planter.manifest("base/diffid", "1", DOCKER_MANIFEST, &manifest);
+    let (out, _) = build_with_login(
+        dir.path(),
+        &model(dir.path(), "1"),
+        &[
+            "--base",
+            &format!("{host}/base/diffid:1"),
+            "--oci-layout",
+            "oci",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for want in [
+        "diff_id",
+        layer_digest.as_str(),
+        claimed.as_str(),
+        &wms::oci::blob::sha256_digest(&tar),
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!dir.path().join("oci/index.json").exists());
+}
+
+/// A base whose registry cannot be reached (a loopback port nobody listens on): one line naming
+/// the ref and the registry, suggesting `--base scratch` or a mirror; the model is checked before
+/// (a bad model is named without any network traffic).
+#[test]
+fn an_unreachable_base_registry_suggests_scratch_or_a_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base_ref = format!("127.0.0.1:{port}/distroless/cc-debian12:nonroot");
+    let model_path = model(dir.path(), "1");
+    let not_onnx = dir.path().join("bad.onnx");
+    fs_err::write(&not_onnx, b"not a model").unwrap();
+    for (model, want) in [
+        (
+            &model_path,
+            &[
+                base_ref.as_str(),
+                "cannot reach",
+                "--base scratch",
+                "mirror",
+            ][..],
+        ),
+        (&not_onnx, &["not an ONNX model"][..]),
+    ] {
+        let out = util::bin("wms")
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .args(["build-image", "--insecure", "--oci-layout", "oci", "--base"])
+            .arg(&base_ref)
+            .arg("--model")
+            .arg(model)
+            .arg("--serve-binary")
+            .arg(serve_binary())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        // Retries are logged as warnings; the error is one line.
+        assert_eq!(error_lines(&err).len(), 1, "{err}");
+        for w in want {
+            assert!(err.contains(w), "{w}: {err}");
+        }
+    }
+    assert!(!dir.path().join("oci/index.json").exists());
+}
+
+/// The lines of stderr that are not log records of retries (`WARN`): the error itself.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .trim()
+        .lines()
+        .filter(|l| !l.contains(" WARN"))
+        .collect()
+}
+
 /// The request line and headers of one HTTP/1.1 request, read byte by byte up to the blank
 /// line (the stand-in servers below never need the body).
 fn read_request_head(stream: &mut std::net::TcpStream) -> String {
@@ -867,17 +992,8 @@ fn misbehaving_registry(routes: Vec<(String, &'static str, Vec<u8>)>) -> String 
                 .unwrap_or_default()
                 .to_string();
             let response = match routes.iter().find(|(p, _, _)| *p == path) {
-                Some((_, media_type, body)) => {
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    r.extend_from_slice(body);
-                    r
-                }
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
+                Some((_, media_type, body)) => http_response("200 OK", media_type, body),
+                None => http_response("404 Not Found", "text/plain", b""),
             };
             let _ = std::io::Write::write_all(&mut stream, &response);
         }
@@ -1000,6 +1116,8 @@ fn ecr_token_from_moto_pushes_to_a_registry_that_accepts_exactly_those_credentia
             "--push",
             "--insecure",
             "--ecr",
+            "--base",
+            "scratch",
             "--tag",
             &tag,
         ])
@@ -1058,12 +1176,14 @@ fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schem
     let host = registry.url.trim_start_matches("http://");
     let dir = tempfile::tempdir().unwrap();
     let model_path = model(dir.path(), "4");
-    let tag = format!("{host}/meters-sbom:v1");
+    // The pushes go through a proxy that only records the requests.
+    let proxy = cutting_proxy(host.to_string(), 0);
+    let proxied_tag = format!("{}/meters-sbom:v1", proxy.addr);
     let password = crate::servers::REGISTRY_PASSWORD;
     let (out, stdout, stderr) = push(
         dir.path(),
         &model_path,
-        std::slice::from_ref(&tag),
+        std::slice::from_ref(&proxied_tag),
         password,
     );
     assert!(out.status.success(), "{stderr}");
@@ -1076,6 +1196,14 @@ fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schem
         Some(referrers_tag.as_str()),
         "{result}"
     );
+    // The referrers API is asked first; distribution 2.8 has none (404), then the tag schema.
+    let log = proxy.log.lock().unwrap().clone();
+    let position = |prefix: &str| log.iter().position(|l| l.starts_with(prefix));
+    let asked = position(&format!("GET /v2/meters-sbom/referrers/{digest} "))
+        .unwrap_or_else(|| panic!("no referrers request: {log:?}"));
+    let tagged = position(&format!("PUT /v2/meters-sbom/manifests/{referrers_tag} "))
+        .unwrap_or_else(|| panic!("no referrers tag: {log:?}"));
+    assert!(asked < tagged, "{log:?}");
 
     let creds = format!("{}:{password}", crate::servers::REGISTRY_USER);
     let raw = |reference: &str| -> serde_json::Value {
@@ -1148,8 +1276,8 @@ fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schem
     assert_eq!(image_pkg["versionInfo"], digest);
     assert!(image_pkg["comment"].as_str().unwrap().contains("scratch"));
 
-    // A second push of the same image leaves one entry in the index.
-    let (out, _, stderr) = push(dir.path(), &model_path, &[tag], password);
+    // A second push of the same image (same first tag, so the same SBOM) leaves one entry.
+    let (out, _, stderr) = push(dir.path(), &model_path, &[proxied_tag], password);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         raw(&format!(":{referrers_tag}"))["manifests"]
@@ -1210,65 +1338,144 @@ fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> (Vec<String>, Vec<St
     )
 }
 
-/// Stands in for a registry whose connection drops in the middle of a blob upload (the real one
-/// cannot be made to): blob checks say "missing", upload sessions start, every `PUT` of a blob is
-/// cut off after its headers. Records the request lines it saw.
-fn dropping_registry() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// A TCP proxy in front of the real registry that cuts blob uploads: each connection carries
+/// one request (it adds `Connection: close`, which the registry echoes, so the client opens a
+/// new connection per request); the first `cuts` blob `PUT`s are cut off after half of their
+/// body has gone upstream (both sides closed, the registry left with a partial upload). Returns
+/// its address, the number of uploads it cut and the request lines it saw.
+fn cutting_proxy(upstream: String, cuts: usize) -> CuttingProxy {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::Ordering;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = cut.clone();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { continue };
-            let head = read_request_head(&mut stream);
-            let line = head.lines().next().unwrap_or_default().to_string();
-            log.lock().unwrap().push(line.clone());
-            let response: &[u8] = if line.starts_with("HEAD ") {
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            } else if line.starts_with("POST ") {
-                b"HTTP/1.1 202 Accepted\r\nLocation: /v2/m/blobs/uploads/session\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            } else if line.starts_with("PUT ") && line.contains("/blobs/") {
-                // The connection drops mid-upload: no answer at all.
-                drop(stream);
-                continue;
-            } else {
-                b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            };
-            let _ = std::io::Write::write_all(&mut stream, response);
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let upstream = upstream.clone();
+            let counter = counter.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let head = read_request_head(&mut client);
+                if let Some(line) = head.lines().next() {
+                    seen.lock().unwrap().push(line.to_string());
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let line = head.lines().next().unwrap_or_default().to_string();
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let head = format!(
+                    "{}\r\nConnection: close\r\n\r\n",
+                    head.trim_end_matches("\r\n")
+                );
+                let _ = server.write_all(head.as_bytes());
+                let is_upload = line.starts_with("PUT ") && line.contains("/blobs/uploads/");
+                let cutting = is_upload
+                    && counter
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                            (n < cuts).then_some(n + 1)
+                        })
+                        .is_ok();
+                let forward = if cutting { length / 2 } else { length };
+                let mut body = vec![0u8; forward];
+                if client.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let _ = server.write_all(&body);
+                if cutting {
+                    // Unread body in our receive buffer: closing sends the client a reset.
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                let _ = std::io::copy(&mut server, &mut client);
+            });
         }
     });
-    (addr, seen)
+    CuttingProxy { addr, cut, log }
 }
 
-/// A connection dropped mid-upload fails the push with one line, and no manifest is ever sent
-/// for blobs that did not arrive.
+struct CuttingProxy {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// A connection cut in the middle of a blob upload, in front of the real registry: the upload
+/// starts over in a fresh session and the push succeeds (one retry, one cut), the image
+/// complete (skopeo reads it straight from the registry). A registry whose uploads are always
+/// cut: one line naming the blob and the registry, exit 1, and no manifest under the tag.
 #[test]
-fn a_registry_that_drops_the_upload_gets_no_manifest() {
+fn a_dropped_upload_is_retried_in_a_fresh_session_and_never_leaves_a_manifest() {
+    let registry = crate::servers::registry();
+    let host = registry.url.trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
-    let (addr, seen) = dropping_registry();
-    let out = util::bin("wms")
-        .current_dir(dir.path())
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("HOME", dir.path())
-        .args(["build-image", "--push", "--insecure", "--model"])
-        .arg(model(dir.path(), "1"))
-        .arg("--serve-binary")
-        .arg(serve_binary())
-        .args(["--tag", &format!("{addr}/m:v1")])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(&addr), "{stderr}");
-    let seen = seen.lock().unwrap();
-    assert!(
-        seen.iter()
-            .any(|l| l.starts_with("PUT ") && l.contains("/blobs/")),
-        "{seen:?}"
+    let password = crate::servers::REGISTRY_PASSWORD;
+
+    let CuttingProxy {
+        addr: proxy, cut, ..
+    } = cutting_proxy(host.clone(), 1);
+    let (out, stdout, stderr) = push(
+        dir.path(),
+        &model(dir.path(), "1"),
+        &[format!("{proxy}/meters-cut-once:v1")],
+        password,
     );
-    assert!(!seen.iter().any(|l| l.contains("/manifests/")), "{seen:?}");
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(cut.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let report = pushed(&stdout);
+    assert_eq!(report["retries"], 1, "{report}");
+    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        ["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        skopeo_digest(&format!("docker://{host}/meters-cut-once:v1")).as_deref(),
+        Some(digest.as_str())
+    );
+
+    let CuttingProxy {
+        addr: proxy, cut, ..
+    } = cutting_proxy(host.clone(), usize::MAX);
+    let (out, _, stderr) = push(
+        dir.path(),
+        &model(dir.path(), "2"),
+        &[format!("{proxy}/meters-cut-always:v1")],
+        password,
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&proxy)
+            && stderr.contains("failed 4 times")
+            && stderr.contains("no manifest"),
+        "{stderr}"
+    );
+    assert_eq!(cut.load(std::sync::atomic::Ordering::SeqCst), 4);
+    let manifest = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/v2/meters-cut-always/manifests/v1",
+            registry.url
+        ))
+        .basic_auth(crate::servers::REGISTRY_USER, Some(password))
+        .send()
+        .unwrap();
+    assert_eq!(manifest.status(), 404);
+    assert_eq!(
+        skopeo_digest(&format!("docker://{host}/meters-cut-always:v1")),
+        None
+    );
 }
 
 /// An `--oci-layout` that cannot be written is one line naming it; nothing half-written is left
@@ -1281,7 +1488,7 @@ fn an_unwritable_oci_layout_is_one_line() {
     let out = util::bin("wms")
         .current_dir(dir.path())
         .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["build-image", "--model"])
+        .args(["build-image", "--base", "scratch", "--model"])
         .arg(model(dir.path(), "1"))
         .arg("--serve-binary")
         .arg(serve_binary())
@@ -1296,5 +1503,294 @@ fn an_unwritable_oci_layout_is_one_line() {
     assert_eq!(
         fs_err::read(&blocker).unwrap(),
         b"a file where the layout should go"
+    );
+}
+
+// Bearer tokens (#12): the real registry with `auth: token`, and the token service it names as
+// its realm, run by the test.
+
+/// The registry's `service` and `issuer` (the token's `aud` and `iss`).
+const TOKEN_SERVICE: &str = "wms-test-registry";
+const TOKEN_ISSUER: &str = "wms-test-issuer";
+
+/// A token service as the distribution token-auth spec describes it (`docs/spec/auth/token.md`,
+/// and what Docker Hub's auth.docker.io or cesanta/docker_auth do): `GET /token?service=…&
+/// scope=…` with Basic credentials answers `{"token", "access_token", "expires_in",
+/// "issued_at"}`, the token an RS256 JWT whose header carries the signing certificate in `x5c`
+/// and whose claims are `iss`/`sub`/`aud`/`exp`/`nbf`/`iat`/`jti` and `access` = the requested
+/// scopes; wrong or missing credentials get 401. The key and self-signed certificate come from
+/// the `openssl` CLI, which also signs (`openssl dgst -sha256 -sign`), so the registry's own
+/// verification (distribution 2.8 `registry/auth/token/token.go`: issuer, audience, exp/nbf with
+/// 60 s leeway, x5c chained to `rootcertbundle`, the signature) decides whether a token is good.
+struct TokenService {
+    addr: String,
+    cert: PathBuf,
+    /// One line per token request: `granted <scopes>` or `refused`.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn token_service(dir: &Path) -> TokenService {
+    let key = dir.join("token-key.pem");
+    let cert = dir.join("token-cert.pem");
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=wms-test-token-issuer", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let der = run(Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert))
+    .stdout;
+    use base64::Engine as _;
+    let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let head = read_request_head(&mut stream);
+            let target = head.split_whitespace().nth(1).unwrap_or_default();
+            let url = reqwest::Url::parse(&format!("http://token{target}")).unwrap();
+            let authorized = head.lines().any(|l| {
+                let Some((name, value)) = l.split_once(':') else {
+                    return false;
+                };
+                let want = format!(
+                    "{}:{}",
+                    crate::servers::REGISTRY_USER,
+                    crate::servers::REGISTRY_PASSWORD
+                );
+                name.eq_ignore_ascii_case("authorization")
+                    && value.trim()
+                        == format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode(want)
+                        )
+            });
+            let service = url
+                .query_pairs()
+                .find(|(k, _)| k == "service")
+                .map(|(_, v)| v.into_owned());
+            let response = if url.path() != "/token" || service.as_deref() != Some(TOKEN_SERVICE) {
+                http_response("404 Not Found", "application/json", b"{}")
+            } else if !authorized {
+                seen.lock().unwrap().push("refused".into());
+                http_response(
+                    "401 Unauthorized",
+                    "application/json",
+                    br#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
+                )
+            } else {
+                let scopes: Vec<String> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.into_owned())
+                    .collect();
+                let access: Vec<serde_json::Value> = scopes
+                    .iter()
+                    .filter_map(|s| {
+                        let (kind, rest) = s.split_once(':')?;
+                        let (name, actions) = rest.rsplit_once(':')?;
+                        Some(serde_json::json!({
+                            "type": kind, "name": name,
+                            "actions": actions.split(',').collect::<Vec<_>>(),
+                        }))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let token = jwt(
+                    &key,
+                    &serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]}),
+                    &serde_json::json!({
+                        "iss": TOKEN_ISSUER, "sub": crate::servers::REGISTRY_USER,
+                        "aud": TOKEN_SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
+                        "jti": format!("wms-test-{n}-{now}"), "access": access,
+                    }),
+                );
+                seen.lock()
+                    .unwrap()
+                    .push(format!("granted {}", scopes.join(" ")));
+                let body = serde_json::json!({
+                    "token": token, "access_token": token, "expires_in": 300,
+                    "issued_at": wms::oci::rfc3339(now),
+                });
+                http_response(
+                    "200 OK",
+                    "application/json",
+                    &serde_json::to_vec(&body).unwrap(),
+                )
+            };
+            let _ = std::io::Write::write_all(&mut stream, &response);
+        }
+    });
+    TokenService { addr, cert, log }
+}
+
+fn http_response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// `header.claims.signature`, base64url without padding, RS256 by `openssl dgst -sha256 -sign`.
+fn jwt(key: &Path, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(header).unwrap()),
+        b64(&serde_json::to_vec(claims).unwrap())
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    format!("{input}.{}", b64(&out.stdout))
+}
+
+/// The bearer flow against the real registry with `auth: token`: it answers our requests with a
+/// `Bearer realm=…,service=…,scope=…` challenge, wms gets a token for the push scopes from the
+/// realm with its Basic credentials and pushes; skopeo reads the image through the same flow;
+/// the image is then pulled as the base of another build (the pull scope, then a mount of its
+/// layers with a token for both repositories). A wrong password is refused by the token service:
+/// one line naming the registry and the credential sources tried, no secret, no manifest.
+#[test]
+fn bearer_tokens_from_the_registrys_realm_push_and_pull_a_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_service(dir.path());
+    let registry = crate::servers::start_registry_with_auth(&format!(
+        "{{token: {{realm: \"http://{}/token\", service: {TOKEN_SERVICE}, issuer: {TOKEN_ISSUER}, rootcertbundle: {}}}}}",
+        tokens.addr,
+        tokens.cert.display()
+    ));
+    let host = registry.url.trim_start_matches("http://").to_string();
+    // The registry asks for a token, and takes neither Basic credentials nor anonymous requests.
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .get(format!("{}/v2/", registry.url))
+        .basic_auth(
+            crate::servers::REGISTRY_USER,
+            Some(crate::servers::REGISTRY_PASSWORD),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with(&format!("Bearer realm=\"http://{}/token\"", tokens.addr)),
+        "{challenge}"
+    );
+
+    let tag = format!("{host}/meters-bearer:v1");
+    let password = crate::servers::REGISTRY_PASSWORD;
+    let (out, stdout, stderr) = push(
+        dir.path(),
+        &model(dir.path(), "1"),
+        std::slice::from_ref(&tag),
+        password,
+    );
+    assert!(out.status.success(), "{stderr}");
+    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        ["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        tokens
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "granted repository:meters-bearer:pull,push"),
+        "{:?}",
+        tokens.log.lock().unwrap()
+    );
+    assert_eq!(
+        skopeo_digest(&format!("docker://{tag}")).as_deref(),
+        Some(digest.as_str())
+    );
+
+    // Pulled as a base through the bearer flow; its layers are mounted into the new repository.
+    let (out, built) = build_with_login(
+        dir.path(),
+        &model(dir.path(), "2"),
+        &[
+            "--base",
+            &tag,
+            "--push",
+            "--tag",
+            &format!("{host}/meters-on-bearer:v1"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let roles: Vec<&str> = built["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "base",
+            "base",
+            "base",
+            "wms-serve + ONNX Runtime",
+            "model + config"
+        ],
+        "{built}"
+    );
+    assert_eq!(
+        built["pushed"]["mounted"].as_array().unwrap().len(),
+        3,
+        "{built}"
+    );
+    let log = tokens.log.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l == "granted repository:meters-bearer:pull"),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l
+                == "granted repository:meters-on-bearer:pull,push repository:meters-bearer:pull"),
+        "{log:?}"
+    );
+
+    // A wrong password: the token service refuses it.
+    let denied = format!("{host}/meters-bearer-denied:v1");
+    let (out, _, stderr) = push(
+        dir.path(),
+        &model(dir.path(), "1"),
+        std::slice::from_ref(&denied),
+        "wrong-pw-91",
+    );
+    assert_refused(&out, &stderr, &host, &denied);
+    assert!(
+        tokens.log.lock().unwrap().iter().any(|l| l == "refused"),
+        "the token service saw the wrong password"
     );
 }

@@ -111,12 +111,20 @@ pub fn registry() -> &'static Server {
 /// loopback `port`) and returns its command line.
 fn registry_argv(port: u16, dir: &std::path::Path, htpasswd: &[u8]) -> Vec<String> {
     std::fs::write(dir.join("htpasswd"), htpasswd).expect("write htpasswd");
+    let auth = format!(
+        "{{htpasswd: {{realm: wms-test, path: {}}}}}",
+        dir.join("htpasswd").display()
+    );
+    registry_argv_auth(port, dir, &auth)
+}
+
+/// The registry's config with `auth` (a YAML flow mapping) and its command line.
+fn registry_argv_auth(port: u16, dir: &std::path::Path, auth: &str) -> Vec<String> {
     let config = format!(
         "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {data}}}}}\n\
          http: {{addr: \"127.0.0.1:{port}\"}}\n\
-         auth: {{htpasswd: {{realm: wms-test, path: {auth}}}}}\n",
+         auth: {auth}\n",
         data = dir.join("data").display(),
-        auth = dir.join("htpasswd").display(),
     );
     std::fs::write(dir.join("config.yml"), config).expect("write registry config");
     vec![
@@ -229,5 +237,13 @@ fn port_of(url: &str) -> u16 {
 pub fn start_registry_with(htpasswd: &[u8]) -> Server {
     start("registry-own", "/", |port, dir| {
         registry_argv(port, dir, htpasswd)
+    })
+}
+
+/// Another registry like [`registry`], started for one test, with the `auth` section given (a
+/// YAML flow mapping, e.g. `{token: {realm: …, service: …, issuer: …, rootcertbundle: …}}`).
+pub fn start_registry_with_auth(auth: &str) -> Server {
+    start("registry-auth", "/", |port, dir| {
+        registry_argv_auth(port, dir, auth)
     })
 }
