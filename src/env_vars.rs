@@ -165,3 +165,8 @@ pub const USER: &str = "USER";
 pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
 /// The token for GitHub's REST API (`${{ github.token }}` in a workflow).
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+
+// deploy EKS (#13)
+/// The EKS endpoint `wms deploy --eks-cluster` calls `DescribeCluster` at (the SDK's
+/// service-specific endpoint variable, honoured the same way; the tests point it at moto).
+pub const AWS_ENDPOINT_URL_EKS: &str = "AWS_ENDPOINT_URL_EKS";

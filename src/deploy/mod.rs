@@ -17,6 +17,7 @@
 //!   takes.
 
 pub mod cluster;
+pub mod eks;
 pub mod names;
 pub mod render;
 

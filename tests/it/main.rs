@@ -6,6 +6,7 @@ mod changes;
 mod cli;
 mod data;
 mod dvc;
+mod eks;
 mod fuzz;
 mod github_api;
 #[cfg(feature = "train")]
