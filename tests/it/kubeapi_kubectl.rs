@@ -481,3 +481,45 @@ fn delete_namespace_goes_through_terminating() {
     assert!(err.contains("namespaces \"m1\" not found"), "{err}");
     assert!(api.objects("pods").is_empty() && api.objects("deployments").is_empty());
 }
+
+/// kubectl sends no bearer token over plain HTTP, so against a token-checking stand-in it gets
+/// the 401 `Status` and says what it says for a real server's 401.
+#[test]
+fn kubectl_reports_unauthorized_and_forbidden_as_for_a_real_server() {
+    let locked = KubeApi::start(Options {
+        token: Some("t0k3n".into()),
+        ..fast()
+    });
+    let err = Kubectl::new(&locked).fails(&["get", "namespaces", "-o", "json"]);
+    assert!(
+        err.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
+        "{err}"
+    );
+
+    let api = KubeApi::start(fast());
+    let k = Kubectl::new(&api);
+    api.deny("get", "configmaps", "default");
+    let err = k.fails(&["get", "configmap", "x", "-o", "json"]);
+    assert!(
+        err.contains(
+            "Error from server (Forbidden): configmaps \"x\" is forbidden: User \"system:serviceaccount:ci:deployer\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        ),
+        "{err}"
+    );
+    api.deny("patch", "deployments", "m1");
+    let f = k.file(
+        "d.yaml",
+        &format!(
+            "{}---\n{}",
+            namespace_yaml("m1"),
+            deployment_yaml("m1", "web", "r/w@sha256:ff", 1)
+        ),
+    );
+    let o = k.apply("wms", &f, &[]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("deployments.apps \"web\" is forbidden: User \"system:serviceaccount:ci:deployer\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"m1\""),
+        "{err}"
+    );
+}
