@@ -25,6 +25,9 @@ enum Command {
     Compare(wms::cli::compare::CompareArgs),
     /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
     Data(wms::cli::data::DataArgs),
+    /// Deploy a model version to Kubernetes (one namespace per version) and promote, roll back,
+    /// scale, configure, inspect and clean up versions.
+    Deploy(wms::cli::deploy::DeployArgs),
     /// Decide from the event's commits whether to train and/or deploy: named path filters over
     /// a git diff, DVC data deltas, step outputs and a job summary.
     DetectChanges(wms::cli::detect::DetectArgs),
@@ -53,6 +56,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::BuildImage(args) => wms::cli::image::run(args),
         Command::Compare(args) => wms::cli::compare::run(args),
         Command::Data(args) => wms::cli::data::run(args),
+        Command::Deploy(args) => wms::cli::deploy::run(args),
         Command::DetectChanges(args) => wms::cli::detect::run(args),
         Command::Doctor => {
             let path = wms::ort_runtime::init()?;

@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod compare;
 pub mod data;
+pub mod deploy;
 pub mod detect;
 pub mod export;
 pub mod gate;

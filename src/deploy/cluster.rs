@@ -40,13 +40,12 @@ impl Cluster {
     /// The seam for any `kube::Config` (kubeconfig, in-cluster, EKS): a client with wms'
     /// timeouts. `credentials` names where the config came from, for messages.
     pub fn from_config(
-        mut config: kube::Config,
+        config: kube::Config,
         credentials: impl Into<String>,
     ) -> Result<Self, DeployError> {
+        super::eks::install_tls_provider();
         let credentials = credentials.into();
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        // Watches stay open up to their own timeoutSeconds (< 5 min); reads never take longer.
-        config.read_timeout = Some(Duration::from_secs(330));
+        let config = Self::with_timeouts(config);
         let server = config.cluster_url.to_string();
         let client = kube::Client::try_from(config).map_err(|source| DeployError::Client {
             server: server.clone(),
@@ -58,6 +57,27 @@ impl Cluster {
             server,
             credentials,
         })
+    }
+
+    /// A client built elsewhere (the EKS client re-signs its token per request).
+    pub fn from_client(
+        client: kube::Client,
+        server: impl Into<String>,
+        credentials: impl Into<String>,
+    ) -> Self {
+        Cluster {
+            client,
+            server: server.into(),
+            credentials: credentials.into(),
+        }
+    }
+
+    /// `config` with wms' timeouts: connecting gives up after [`CONNECT_TIMEOUT`]; reads
+    /// wait longer than a watch's own timeoutSeconds (at most 290 s).
+    pub fn with_timeouts(mut config: kube::Config) -> kube::Config {
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(Duration::from_secs(330));
+        config
     }
 
     /// `--context` or the kubeconfig's current context; without a kubeconfig, the pod's

@@ -16,10 +16,18 @@
 //!   the seam where a `kube::Config` made elsewhere (EKS) becomes the client every operation
 //!   takes.
 
+pub mod apply;
+pub mod chart;
 pub mod cluster;
 pub mod eks;
+pub mod lease;
 pub mod names;
+pub mod ops;
+pub mod pods;
 pub mod render;
+pub mod rollout;
+pub mod route;
+pub mod smoke;
 
 pub use names::Names;
 pub use render::{DeploySpec, Resources};
@@ -131,6 +139,8 @@ pub enum DeployError {
         deployment: String,
         version: String,
         why: String,
+        /// Each failing pod with its last log lines (the message has one line per pod).
+        pods: Vec<pods::PodProblem>,
     },
     #[error(
         "the deploy lock {namespace}/{lease} is held by {holder} (waited {waited_s} s); hint: wait for that deploy to finish, or pass a longer --lock-timeout; a crashed holder's lock expires {duration_s} s after its last renewal"

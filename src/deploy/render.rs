@@ -65,7 +65,7 @@ pub const PROBE_PATH: &str = "/ping";
 pub const RUN_AS: i64 = 65532;
 
 /// CPU and memory of one pod, as Kubernetes quantities.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     pub requests_cpu: String,
     pub requests_memory: String,
@@ -85,8 +85,9 @@ impl Default for Resources {
     }
 }
 
-/// Everything the objects of one version are made of.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the objects of one version are made of (stored as JSON on the Namespace by
+/// `apply`, so scale and config re-render from it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeploySpec {
     /// The model's name (`--model`): a DNS-1123 label; names the Deployment and Service.
     pub model: String,
