@@ -165,6 +165,8 @@ pub const USER: &str = "USER";
 pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
 /// The token for GitHub's REST API (`${{ github.token }}` in a workflow).
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+/// The runner's checkout directory; report annotations name files relative to it.
+pub const GITHUB_WORKSPACE: &str = "GITHUB_WORKSPACE";
 
 // deploy EKS (#13)
 /// The EKS endpoint `wms deploy --eks-cluster` calls `DescribeCluster` at (the SDK's

@@ -24,6 +24,7 @@ pub mod oci;
 pub mod onnx;
 pub mod ort_runtime;
 pub mod pth;
+pub mod report;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;

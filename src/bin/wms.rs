@@ -42,6 +42,9 @@ enum Command {
     Gate(wms::cli::gate::GateArgs),
     /// Register a run's model in MLflow and move the `production` alias to it.
     Promote(wms::cli::gate::PromoteArgs),
+    /// Show a model PR's results on GitHub (sticky comment, check run, job summary) and record
+    /// deployments.
+    Report(wms::cli::report::ReportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,5 +69,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::ExportOnnx(args) => wms::cli::export::run(args),
         Command::Gate(args) => wms::cli::gate::run_gate(args),
         Command::Promote(args) => wms::cli::gate::run_promote(args),
+        Command::Report(args) => wms::cli::report::run(args),
     }
 }

@@ -12,3 +12,4 @@ pub mod image;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod report;

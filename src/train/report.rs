@@ -1,37 +1,20 @@
 //! What a run leaves for people and for the next stages: `metrics.json` (flat DESIGN §4 keys that
 //! DVC and MLflow both take), `history.csv` (one row per epoch) and `curves.svg` (loss and IoU
-//! per epoch). All written atomically.
+//! per epoch). All written atomically. The drawing is [`crate::report::curves`]'s, shared with
+//! `wms report`, so the PR report and the training run show the same picture.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
-
 use crate::fsutil;
+use crate::report::curves;
 
 use super::TrainError;
 use super::state::{EpochRecord, SplitMetrics};
 
-/// Columns of `history.csv`, in order.
-pub const HISTORY_COLUMNS: &[&str] = &[
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_iou",
-    "train_dice",
-    "train_accuracy",
-    "val_loss",
-    "val_iou",
-    "val_dice",
-    "val_accuracy",
-    "test_loss",
-    "test_iou",
-    "test_dice",
-    "test_accuracy",
-    "data_share",
-    "seconds",
-];
+/// Columns of `history.csv`, in order (defined where the report reads them back).
+pub use crate::report::curves::HISTORY_COLUMNS;
 
 /// Adds `<prefix>_{loss,iou,dice,accuracy}` to a flat metrics map.
 pub fn insert_split(map: &mut BTreeMap<String, f64>, prefix: &str, m: &SplitMetrics) {
@@ -81,76 +64,45 @@ pub fn write_history(path: &Path, history: &[EpochRecord]) -> Result<(), TrainEr
 
 /// Two panels: losses (train/val/test) and IoU (train/val/test) per epoch.
 pub fn write_curves(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
-    let mut svg = String::new();
-    draw_curves(&mut svg, history).map_err(|message| TrainError::Plot {
+    let svg = curves::svg(&panels(history)).map_err(|e| TrainError::Plot {
         path: path.to_path_buf(),
-        message,
+        message: match e {
+            curves::CurvesError::Plot { message } => message,
+            other => other.to_string(),
+        },
     })?;
     fsutil::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
 
-type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
-
-fn draw_curves(svg: &mut String, history: &[EpochRecord]) -> Result<(), String> {
-    let root = SVGBackend::with_string(svg, (1000, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(500);
-    let pick = |f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
+/// The records as the shared loss and IoU panels (same splits, colours and titles as
+/// `history.csv` read back by `wms report`).
+fn panels(history: &[EpochRecord]) -> Vec<curves::Panel> {
+    let pick = |f: &dyn Fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
         history.iter().map(|r| (r.epoch as f64, f(r))).collect()
     };
-    let losses: Vec<Series> = vec![
-        ("train", BLUE, pick(|r| r.train.loss)),
-        ("val", RED, pick(|r| r.val.loss)),
-        ("test", GREEN, pick(|r| r.test.loss)),
-    ];
-    let ious: Vec<Series> = vec![
-        ("train", BLUE, pick(|r| r.train.iou)),
-        ("val", RED, pick(|r| r.val.iou)),
-        ("test", GREEN, pick(|r| r.test.iou)),
-    ];
-    panel(&left, "BCE loss", &losses)?;
-    panel(&right, "IoU", &ious)?;
-    root.present().map_err(|e| e.to_string())
-}
-
-fn panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    series: &[Series],
-) -> Result<(), String> {
-    let points = || series.iter().flat_map(|s| s.2.iter());
-    let x_max = points().map(|p| p.0).fold(1.0, f64::max);
-    let y_max = points()
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max)
-        .max(1e-3)
-        * 1.05;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(48)
-        .build_cartesian_2d(1.0..x_max.max(2.0), 0.0..y_max)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (name, color, pts) in series {
-        let color = *color;
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())
+    let split = |r: &EpochRecord, name: &str| -> SplitMetrics {
+        match name {
+            "train" => r.train,
+            "val" => r.val,
+            _ => r.test,
+        }
+    };
+    curves::PANELS
+        .iter()
+        .map(|(suffix, title)| curves::Panel {
+            title: title.to_string(),
+            series: curves::SPLITS
+                .iter()
+                .map(|(name, _, color)| curves::Series {
+                    name: name.to_string(),
+                    color: *color,
+                    points: pick(&|r| {
+                        let m = split(r, name);
+                        if *suffix == "loss" { m.loss } else { m.iou }
+                    }),
+                })
+                .collect(),
+        })
+        .collect()
 }

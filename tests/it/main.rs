@@ -16,6 +16,7 @@ mod kubeapi_kubectl;
 mod mlflow;
 mod oci;
 mod onnx;
+mod report;
 mod serve;
 mod servers;
 #[cfg(feature = "train")]
