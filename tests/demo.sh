@@ -9,6 +9,9 @@ OUT="$2"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 rm -rf "$OUT"
 mkdir -p "$OUT"
+# Timing records of what the demo does (wms deploy appends to it) feed the comparison report at
+# the end; they stay out of the repository's comparison/records/.
+export WMS_TIMING_DIR="$OUT/records"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "runtimes"
@@ -84,6 +87,11 @@ md = p.get("metadata", {})
 print(f"| served coverage | {md.get('coverage')} |")
 print(f"| served latency_ms | {md.get('latency_ms')} |")
 PY
+step "comparison report from the demo's own timing records"
+# Only records the demo itself wrote count; a task with none shows "no data", never a guess.
+"$BIN/wms" compare report --records "$WMS_TIMING_DIR" --out "$OUT/comparison.md" >/dev/null
+sed -n '/^## Summary/,/^## Per task/p' "$OUT/comparison.md" | sed '$d'
+
 cat <<EOM
 
 demo finished; outputs are in $OUT:
@@ -94,4 +102,6 @@ demo finished; outputs are in $OUT:
   serve.log            the server's log; serve-metrics.txt: its Prometheus metrics
   image/               the serving image as an OCI layout (image.json: digest, layers, sizes);
                        (skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG pushes it)
+  comparison.md        manual vs automated figures from the demo's timing records (records/),
+                       with comparison-durations.svg and comparison-human.svg
 EOM

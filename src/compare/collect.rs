@@ -253,8 +253,9 @@ struct Run {
     path: Option<String>,
 }
 
+/// A job or a step: GitHub gives both these fields.
 #[derive(Debug, Deserialize)]
-struct Job {
+struct Timed {
     name: String,
     #[serde(default)]
     conclusion: Option<String>,
@@ -262,19 +263,14 @@ struct Job {
     started_at: Option<String>,
     #[serde(default)]
     completed_at: Option<String>,
-    #[serde(default)]
-    steps: Vec<JobStep>,
 }
 
 #[derive(Debug, Deserialize)]
-struct JobStep {
-    name: String,
+struct Job {
+    #[serde(flatten)]
+    job: Timed,
     #[serde(default)]
-    conclusion: Option<String>,
-    #[serde(default)]
-    started_at: Option<String>,
-    #[serde(default)]
-    completed_at: Option<String>,
+    steps: Vec<Timed>,
 }
 
 fn collect_workflow(
@@ -381,15 +377,19 @@ fn run_record(
     let mut finished = time("updated_at", run.updated_at.as_deref())?.unwrap_or(run_started);
     let mut last_job_end = None::<Timestamp>;
     let mut jobs: Vec<&Job> = jobs.iter().collect();
-    jobs.sort_by_key(|j| j.started_at.clone());
-    for job in jobs {
+    jobs.sort_by_key(|j| j.job.started_at.clone());
+    for Job {
+        job,
+        steps: job_steps,
+    } in jobs
+    {
         let job_start = time("job started_at", job.started_at.as_deref())?;
         let job_end = time("job completed_at", job.completed_at.as_deref())?;
         if let Some(end) = job_end {
             last_job_end = Some(last_job_end.map_or(end, |l| l.max(end)));
         }
         let mut failed_step = false;
-        for s in &job.steps {
+        for s in job_steps {
             let (Some(a), Some(b)) = (
                 time("step started_at", s.started_at.as_deref())?,
                 time("step completed_at", s.completed_at.as_deref())?,
@@ -406,7 +406,7 @@ fn run_record(
                 push_error(&mut errors, format!("{} / {}: failure", job.name, s.name));
             }
         }
-        if job.steps.is_empty()
+        if job_steps.is_empty()
             && let (Some(a), Some(b)) = (job_start, job_end)
         {
             steps.push(Step {

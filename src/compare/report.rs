@@ -418,63 +418,62 @@ struct Bar {
 }
 
 fn durations_chart(svg: &mut String, figures: &Figures, tasks: &[Task]) -> Result<(), String> {
-    let bars = |m: Method| -> Vec<Bar> {
-        tasks
-            .iter()
-            .map(|t| match figures.cell(*t, m).and_then(Cell::duration) {
-                Some(s) => Bar {
-                    value: Some(s.median / 60.0),
-                    whisker: Some((s.min / 60.0, s.max / 60.0)),
-                    label: format!("n={}", s.n),
-                },
-                None => Bar {
-                    value: None,
-                    whisker: None,
-                    label: NO_DATA.into(),
-                },
-            })
-            .collect()
-    };
+    let series = bars_per_method(figures, tasks, |c| {
+        let s = c.duration()?;
+        Some(Bar {
+            value: Some(s.median / 60.0),
+            whisker: Some((s.min / 60.0, s.max / 60.0)),
+            label: format!("n={}", s.n),
+        })
+    });
     grouped_bars(
         svg,
         "Duration of successful runs: median, min–max (minutes)",
         "minutes",
         tasks,
-        &[
-            (Method::Manual, bars(Method::Manual)),
-            (Method::Automated, bars(Method::Automated)),
-        ],
+        &series,
     )
 }
 
 fn human_chart(svg: &mut String, figures: &Figures, tasks: &[Task]) -> Result<(), String> {
-    let bars = |m: Method| -> Vec<Bar> {
-        tasks
-            .iter()
-            .map(|t| match figures.cell(*t, m).and_then(Cell::human_total) {
-                Some(total) => Bar {
-                    value: Some(total / 3600.0),
-                    whisker: None,
-                    label: format!("n={}", figures.cell(*t, m).map_or(0, |c| c.human.len())),
-                },
-                None => Bar {
-                    value: None,
-                    whisker: None,
-                    label: NO_DATA.into(),
-                },
-            })
-            .collect()
-    };
+    let series = bars_per_method(figures, tasks, |c| {
+        Some(Bar {
+            value: Some(c.human_total()? / 3600.0),
+            whisker: None,
+            label: format!("n={}", c.human.len()),
+        })
+    });
     grouped_bars(
         svg,
         "Human hours per task (sum over runs)",
         "hours",
         tasks,
-        &[
-            (Method::Manual, bars(Method::Manual)),
-            (Method::Automated, bars(Method::Automated)),
-        ],
+        &series,
     )
+}
+
+/// One bar per task and method from `bar`, or a "no data" bar where it has nothing to show.
+fn bars_per_method(
+    figures: &Figures,
+    tasks: &[Task],
+    bar: impl Fn(&Cell) -> Option<Bar>,
+) -> Vec<(Method, Vec<Bar>)> {
+    Method::ALL
+        .into_iter()
+        .map(|m| {
+            let bars = tasks
+                .iter()
+                .map(|t| {
+                    figures.cell(*t, m).and_then(&bar).unwrap_or(Bar {
+                        value: None,
+                        whisker: None,
+                        label: NO_DATA.into(),
+                    })
+                })
+                .collect();
+            (m, bars)
+        })
+        .collect()
 }
 
 /// Bars grouped by task, one per method, with whiskers and labels; task names under the axis.

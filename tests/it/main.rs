@@ -4,6 +4,7 @@ mod actions;
 mod aws;
 mod changes;
 mod cli;
+mod compare;
 mod data;
 mod dvc;
 mod eks;
