@@ -68,12 +68,19 @@ lint: bootstrap
 ## from apache2-utils is the registry it pushes to).
 ## Installed with apt when missing (CI and developers run as root); a no-op afterwards.
 TEST_APT_PACKAGES := chromium skopeo umoci docker-registry apache2-utils
+## The Mermaid renderer for the report tests (tools/mermaid: @mermaid-js/mermaid-cli on the system
+## Chromium) needs npm; Debian's nodejs and npm come in only when there is no npm at all.
+TEST_APT_PACKAGES += $(if $(shell command -v npm 2>/dev/null),,nodejs npm)
 test-deps:
 	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "test-deps: installing$$missing with apt-get"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@if [ ! -x tools/mermaid/node_modules/.bin/mmdc ]; then \
+	  echo "test-deps: installing @mermaid-js/mermaid-cli into tools/mermaid/node_modules (npm ci, no browser download)"; \
+	  cd tools/mermaid && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null; \
 	fi
 
 ## The image tests package a wms-serve built without `train`: with it, the binary links libtorch

@@ -92,6 +92,14 @@ step "comparison report from the demo's own timing records"
 "$BIN/wms" compare report --records "$WMS_TIMING_DIR" --out "$OUT/comparison.md" >/dev/null
 sed -n '/^## Summary/,/^## Per task/p' "$OUT/comparison.md" | sed '$d'
 
+step "the pull-request report wms would post (no token here: report.md and the summary only)"
+# Without GITHUB_TOKEN, `wms report pr` posts nothing, warns, and exits 0; the file is what the
+# sticky comment would say, Mermaid curves included (GitHub renders them; no image host).
+env -u GITHUB_TOKEN -u GITHUB_REPOSITORY -u GITHUB_EVENT_NAME -u GITHUB_STEP_SUMMARY \
+  "$BIN/wms" report pr --metrics "$OUT/train/metrics.json" --history "$OUT/train/history.csv" \
+  --image "$OUT/image.json" --markdown "$OUT/report.md" --svg "$OUT/report-curves.svg" >/dev/null
+sed -n '2,/^### Training curves/p' "$OUT/report.md" | sed '$d'
+
 cat <<EOM
 
 demo finished; outputs are in $OUT:
@@ -102,6 +110,8 @@ demo finished; outputs are in $OUT:
   serve.log            the server's log; serve-metrics.txt: its Prometheus metrics
   image/               the serving image as an OCI layout (image.json: digest, layers, sizes);
                        (skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG pushes it)
+  report.md            the PR comment wms report would post (metrics, gate verdict, Mermaid curves,
+                       image); report-curves.svg: the same curves as SVG
   comparison.md        manual vs automated figures from the demo's timing records (records/),
                        with comparison-durations.svg and comparison-human.svg
 EOM
