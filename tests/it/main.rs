@@ -6,6 +6,7 @@ mod changes;
 mod cli;
 mod compare;
 mod data;
+mod deploy;
 mod dvc;
 mod eks;
 mod fuzz;
