@@ -17,7 +17,6 @@
 //!   takes.
 
 pub mod apply;
-pub mod chart;
 pub mod cluster;
 pub mod eks;
 pub mod lease;
