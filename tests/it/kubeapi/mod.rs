@@ -67,6 +67,8 @@
 
 mod controller;
 mod http;
+#[cfg(test)]
+mod kube_client;
 mod merge;
 mod resources;
 mod store;
