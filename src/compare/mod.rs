@@ -5,8 +5,8 @@
 //!
 //! Every figure comes from [`crate::timing`] records and carries the number of records behind
 //! it; this module never invents a figure for a task without records. It does not time commands
-//! itself (commands use [`crate::timing::Recorder`]) and does not print: the CLI
-//! (`cli::compare`) shows what these functions return.
+//! itself (commands use [`crate::timing::Recorder`]) and, apart from the tracker's prompts and its
+//! interrupt message, does not print: the CLI (`cli::compare`) shows what these functions return.
 
 pub mod collect;
 pub mod instructions;

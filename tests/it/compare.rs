@@ -879,3 +879,45 @@ fn collect_without_a_token_still_collects_local_records() {
         );
     }
 }
+
+#[test]
+fn collect_with_a_bad_token_fails_in_one_line_and_keeps_the_imports() {
+    let api = GitHubApi::start();
+    api.add_repo(REPO);
+    api.seed_workflow(REPO, 1, "Deploy", ".github/workflows/deploy.yml");
+    seed_run(&api, 1, 0, "success");
+    let tmp = tempfile::tempdir().unwrap();
+    let records = tmp.path().join("records");
+    let artifact = tmp.path().join("artifact");
+    fs_err::create_dir_all(&artifact).unwrap();
+    let rec = json!({"task": "cleanup", "method": "automated", "started": "2026-05-28T21:00:00Z",
+        "finished": "2026-05-28T21:00:02Z", "outcome": "success", "source": {"command": "wms deploy cleanup"}});
+    fs_err::write(artifact.join("automated.jsonl"), format!("{rec}\n")).unwrap();
+    let mut c = wms(tmp.path());
+    c.env("GITHUB_API_URL", api.url())
+        .env("GITHUB_TOKEN", "not-a-token")
+        .args([
+            "compare",
+            "collect",
+            "--repo",
+            REPO,
+            "--workflow",
+            "deploy.yml",
+            "--records",
+        ])
+        .arg(&records)
+        .arg("--from")
+        .arg(&artifact);
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-a-token"), "{stderr}");
+    let text = fs_err::read_to_string(records.join("automated.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("\"task\":\"cleanup\""));
+}
