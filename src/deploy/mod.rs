@@ -17,6 +17,7 @@
 //!   takes.
 
 pub mod apply;
+pub mod chart;
 pub mod cluster;
 pub mod eks;
 pub mod lease;

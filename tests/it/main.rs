@@ -7,6 +7,7 @@ mod cli;
 mod compare;
 mod data;
 mod deploy;
+mod deploy_render;
 mod dvc;
 mod eks;
 mod fuzz;
