@@ -71,6 +71,14 @@ print(f"image {r['digest']}, {r['compressed_size'] / 1e6:.1f} MB compressed")
 for layer in r["layers"]:
     print(f"  {layer['role']:<26} {layer['size'] / 1e6:6.1f} MB  {layer['digest'][:19]}")
 PY
+step "deploy manifests for that image (wms deploy render: no cluster needed)"
+# The same objects `wms deploy apply` would create for this version; apply them with
+# `wms deploy apply` (same flags) or commit them for GitOps.
+digest="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["digest"])' "$OUT/image.json")"
+mkdir -p "$OUT/deploy"
+"$BIN/wms" deploy render --image "wms/water-meters@$digest" --version demo --onnx "$OUT/model.onnx" \
+  >"$OUT/deploy/manifests.tmp" && mv "$OUT/deploy/manifests.tmp" "$OUT/deploy/manifests.yaml"
+echo "$(grep -c '^kind:' "$OUT/deploy/manifests.yaml") objects → $OUT/deploy/manifests.yaml"
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
@@ -110,6 +118,7 @@ demo finished; outputs are in $OUT:
   serve.log            the server's log; serve-metrics.txt: its Prometheus metrics
   image/               the serving image as an OCI layout (image.json: digest, layers, sizes);
                        (skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG pushes it)
+  deploy/manifests.yaml  the Kubernetes objects of this version (wms deploy render)
   report.md            the PR comment wms report would post (metrics, gate verdict, Mermaid curves,
                        image); report-curves.svg: the same curves as SVG
   comparison.md        manual vs automated figures from the demo's timing records (records/),
