@@ -119,8 +119,8 @@ demo finished; outputs are in $OUT:
   image/               the serving image as an OCI layout (image.json: digest, layers, sizes);
                        (skopeo copy oci:$OUT/image:demo docker://REGISTRY/REPO:TAG pushes it)
   deploy/manifests.yaml  the Kubernetes objects of this version (wms deploy render)
-  report.md            the PR comment wms report would post (metrics, gate verdict, Mermaid curves,
-                       image); report-curves.svg: the same curves as SVG
   comparison.md        manual vs automated figures from the demo's timing records (records/),
                        with comparison-durations.svg and comparison-human.svg
+  report.md            the PR comment wms report would post (metrics, gate verdict, Mermaid curves,
+                       image); report-curves.svg: the same curves as SVG
 EOM
