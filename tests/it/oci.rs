@@ -633,6 +633,16 @@ fn with_platform(descriptor: &serde_json::Value, os: &str, arch: &str) -> serde_
     d
 }
 
+/// The `role` of each layer in a build's JSON, in order.
+fn layer_roles(built: &serde_json::Value) -> Vec<&str> {
+    built["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap())
+        .collect()
+}
+
 /// `wms build-image` with the test registry's credentials on stdin and `extra` flags.
 fn build_with_login(dir: &Path, model: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
     let mut cmd = util::bin("wms");
@@ -703,14 +713,8 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let digest = built["digest"].as_str().unwrap();
-    let layers: Vec<&str> = built["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["role"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        layers,
+        layer_roles(&built),
         ["base", "wms-serve + ONNX Runtime", "model + config"],
         "no runtime layer"
     );
@@ -1745,14 +1749,8 @@ fn bearer_tokens_from_the_registrys_realm_push_and_pull_a_base() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let roles: Vec<&str> = built["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["role"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        roles,
+        layer_roles(&built),
         [
             "base",
             "base",
