@@ -26,7 +26,7 @@ pub mod ort_runtime;
 pub mod pth;
 pub mod report;
 pub mod serve;
+pub mod timing;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod timing;
 pub mod untrusted;

@@ -9,7 +9,7 @@ pub mod detect;
 pub mod export;
 pub mod gate;
 pub mod image;
+pub mod report;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod report;
