@@ -232,8 +232,10 @@ mod tests {
 
     #[test]
     fn rollback_pops_like_undo() {
-        let mut r = Route::default();
-        r.history = vec![p("promote", "v1"), p("promote", "v2"), p("promote", "v3")];
+        let mut r = Route {
+            history: vec![p("promote", "v1"), p("promote", "v2"), p("promote", "v3")],
+            ..Route::default()
+        };
         assert_eq!(r.promoted().as_deref(), Some("v3"));
         assert_eq!(r.previous().as_deref(), Some("v2"));
         r.history.push(p("rollback", "v2"));
