@@ -100,45 +100,59 @@ impl GateSettings {
                 ));
             }
         };
-        let list = |flags: Vec<String>, name: &str| -> Vec<String> {
-            if flags.is_empty() {
-                input(name)
-                    .map(|v| {
-                        v.split([',', '\n'])
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            } else {
-                flags
-            }
-        };
-        let thresholds = |items: Vec<String>, flag: &str| {
-            items
-                .iter()
-                .map(|t| {
-                    gate::parse_threshold(t).map_err(|e| UsageError::new(format!("--{flag} {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let improve = list(improve, "improve");
-        let rules = GateRules {
-            improve: if improve.is_empty() {
-                GateRules::default().improve
-            } else {
-                improve
-            },
-            min: thresholds(list(min, "min"), "min")?,
-            max: thresholds(list(max, "max"), "max")?,
-        };
+        let rules = resolve_rules(improve, min, max, &input)?;
         Ok(GateSettings {
             candidate,
             baseline,
             rules,
         })
     }
+}
+
+/// The gate's rules from `--improve/--min/--max`, else the action inputs of the same names
+/// (comma- or newline-separated); `wms gate` and `wms report pr` decide with the same rules.
+pub(crate) fn resolve_rules(
+    improve: Vec<String>,
+    min: Vec<String>,
+    max: Vec<String>,
+    input: &dyn Fn(&str) -> Option<String>,
+) -> Result<GateRules, UsageError> {
+    let thresholds = |items: Vec<String>, flag: &str| {
+        items
+            .iter()
+            .map(|t| gate::parse_threshold(t).map_err(|e| UsageError::new(format!("--{flag} {e}"))))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let improve = list_input(improve, input, "improve");
+    Ok(GateRules {
+        improve: if improve.is_empty() {
+            GateRules::default().improve
+        } else {
+            improve
+        },
+        min: thresholds(list_input(min, input, "min"), "min")?,
+        max: thresholds(list_input(max, input, "max"), "max")?,
+    })
+}
+
+/// Flags win; otherwise the action input `name`, split on commas and newlines.
+fn list_input(
+    flags: Vec<String>,
+    input: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> Vec<String> {
+    if !flags.is_empty() {
+        return flags;
+    }
+    input(name)
+        .map(|v| {
+            v.split([',', '\n'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn run_gate(args: GateArgs) -> anyhow::Result<()> {

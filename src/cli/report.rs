@@ -164,25 +164,6 @@ impl RunnerContext {
     }
 }
 
-fn list_input(
-    flags: Vec<String>,
-    input: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-) -> Vec<String> {
-    if !flags.is_empty() {
-        return flags;
-    }
-    input(name)
-        .map(|v| {
-            v.split([',', '\n'])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl PrSettings {
     pub fn resolve(
         args: PrArgs,
@@ -252,24 +233,7 @@ impl PrSettings {
                 for_log(s)
             )));
         }
-        let thresholds = |items: Vec<String>, flag: &str| {
-            items
-                .iter()
-                .map(|t| {
-                    gate::parse_threshold(t).map_err(|e| UsageError::new(format!("--{flag} {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let improve = list_input(improve, &input, "improve");
-        let rules = GateRules {
-            improve: if improve.is_empty() {
-                GateRules::default().improve
-            } else {
-                improve
-            },
-            min: thresholds(list_input(min, &input, "min"), "min")?,
-            max: thresholds(list_input(max, &input, "max"), "max")?,
-        };
+        let rules = super::gate::resolve_rules(improve, min, max, &input)?;
         Ok(PrSettings {
             metrics,
             baseline,
