@@ -41,6 +41,21 @@ pub fn utc(seconds: u64) -> Utc {
     }
 }
 
+/// Milliseconds since the epoch → `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339, UTC, millisecond precision).
+pub fn rfc3339_millis(unix_millis: u64) -> String {
+    let u = utc(unix_millis / 1000);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        u.year,
+        u.month,
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
+        unix_millis % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,18 +229,7 @@ impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Times before 1970 are written as the epoch (records never
     /// hold them; the reader refuses them).
     pub fn rfc3339(self) -> String {
-        let millis = self.0.max(0);
-        let u = crate::calendar::utc((millis / 1000) as u64);
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            u.year,
-            u.month,
-            u.day,
-            u.hour,
-            u.minute,
-            u.second,
-            millis % 1000
-        )
+        crate::calendar::rfc3339_millis(self.0.max(0) as u64)
     }
 
     /// Parses RFC 3339 (`2026-11-30T11:26:08Z`, `…08.5+01:00`, lower-case `t`/`z` too); digits

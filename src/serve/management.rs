@@ -196,17 +196,7 @@ fn describe_matching(state: &SharedState, name: &str, version: Option<&str>) -> 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), as TorchServe prints worker start times.
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let u = crate::calendar::utc(d.as_secs());
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        u.year,
-        u.month,
-        u.day,
-        u.hour,
-        u.minute,
-        u.second,
-        d.subsec_millis()
-    )
+    crate::calendar::rfc3339_millis(d.as_millis() as u64)
 }
 
 #[cfg(test)]
