@@ -157,7 +157,10 @@ pub struct Checkpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot read checkpoint {path}: {source}")]
+    // `source` comes from `fs_err`, whose message names the path.
+    #[error(
+        "cannot read the checkpoint; hint: pass a checkpoint written by `wms-train` (best.safetensors)"
+    )]
     Read {
         path: PathBuf,
         #[source]

@@ -52,7 +52,7 @@ pub enum AwsError {
     },
     #[error(transparent)]
     Actions(#[from] ActionsError),
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
 

@@ -25,8 +25,8 @@ pub use split::{Split, SplitRatios, split_of};
 /// Everything that can go wrong with data. Each message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    // `source` comes from `fs_err`, whose message already names the path.
-    #[error("{source}; hint: check that the path exists and is readable")]
+    // `source` comes from `fs_err`, whose message already names the path and the operation.
+    #[error("data file access failed; hint: check that the path exists and is readable")]
     Io {
         path: PathBuf,
         #[source]

@@ -21,7 +21,7 @@ use crate::untrusted::text::for_log;
 /// Errors from writing runner files.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionsError {
-    #[error("cannot append to {path} (from ${var}): {source}")]
+    #[error("cannot append to {path} (from ${var})")]
     Append {
         var: &'static str,
         path: PathBuf,

@@ -36,7 +36,7 @@ pub enum ServeError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(
-        "cannot listen on {address} ({key}): {source}; hint: pick a free port with --{flag} or set {key} in config.properties"
+        "cannot listen on {address} ({key}); hint: pick a free port with --{flag} or set {key} in config.properties"
     )]
     Bind {
         key: &'static str,
@@ -45,7 +45,7 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("server error: {0}")]
+    #[error("server error")]
     Io(#[from] std::io::Error),
 }
 

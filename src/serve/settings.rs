@@ -88,7 +88,11 @@ pub struct ServeSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read config file {path}: {source}; hint: pass an existing file with --config")]
+    // `source` comes from `fs_err`, whose message names the path.
+    #[error(
+        "cannot read the config file; hint: pass an existing file with --config or {}",
+        env_vars::WMS_SERVE_CONFIG
+    )]
     ReadConfig {
         path: PathBuf,
         #[source]
@@ -291,7 +295,7 @@ impl ServeSettings {
             let text =
                 fs_err::read_to_string(path).map_err(|source| SettingsError::ReadConfig {
                     path: path.clone(),
-                    source: std::io::Error::new(source.kind(), source.to_string()),
+                    source,
                 })?;
             config_dir = path.parent().map(Path::to_path_buf);
             for (line_no, key, value) in parse_properties(&text) {

@@ -164,6 +164,7 @@ impl TrainConfig {
     /// Reads a YAML config; missing keys take upstream defaults, unknown keys are errors.
     pub fn read(path: &Path) -> Result<Self, TrainError> {
         let text = fs_err::read_to_string(path).map_err(|source| TrainError::Io {
+            what: "read the training config",
             path: path.to_path_buf(),
             source,
         })?;

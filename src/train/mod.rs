@@ -25,8 +25,11 @@ pub use unet::UNet;
 /// Everything training can fail with; each names the file, key or tensor involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("cannot read {path}: {source}")]
+    // `source` comes from `fs_err`, whose message names the path and the operation.
+    #[error("cannot {what}; hint: check the path and its permissions")]
     Io {
+        /// What training was doing, e.g. "read the config file".
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -42,7 +45,7 @@ pub enum TrainError {
         field: &'static str,
         message: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(
         "the {split} split of {path} is empty; hint: add photos or change data.{split}_split (the split is by a hash of the file stem)"
@@ -69,7 +72,7 @@ pub enum TrainError {
         stop::signal_name(*signal)
     )]
     Stopped { signal: i32 },
-    #[error("libtorch: {0}")]
+    #[error("libtorch")]
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Write(#[from] crate::fsutil::WriteError),

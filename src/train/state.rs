@@ -129,6 +129,7 @@ pub fn read_resume(path: &Path) -> Result<(checkpoint::Checkpoint, TrainState), 
     }
     let ckpt = checkpoint::Checkpoint::read(path)?;
     let bytes = fs_err::read(path).map_err(|source| TrainError::Io {
+        what: "read the resume state",
         path: path.to_path_buf(),
         source,
     })?;

@@ -114,6 +114,7 @@ pub fn train_tracked(
     let spec = cfg.model_spec();
     let pre = cfg.preprocess_spec();
     fs_err::create_dir_all(&plan.out_dir).map_err(|source| TrainError::Io {
+        what: "create the run folder (--out)",
         path: plan.out_dir.clone(),
         source,
     })?;
