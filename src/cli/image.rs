@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::env_vars;
 use crate::exit::UsageError;
-use crate::github::actions::Actions;
+use crate::github::actions::{self, Actions};
 use crate::oci::{self, Base, ImageInputs};
 use crate::untrusted::text::md_code;
 
@@ -210,21 +210,8 @@ impl ImageSettings {
             )));
         }
         let oci_layout = oci_layout.or_else(|| input("oci-layout").map(PathBuf::from));
-        let flag = |on: bool, name: &str| -> Result<bool, UsageError> {
-            if on {
-                return Ok(true);
-            }
-            match input(name).as_deref() {
-                None | Some("false") => Ok(false),
-                Some("true") => Ok(true),
-                Some(other) => Err(UsageError::new(format!(
-                    "input {name}={}: expected true or false",
-                    crate::untrusted::text::for_log(other)
-                ))),
-            }
-        };
-        let pushing = flag(push, "push")?;
-        let insecure = flag(insecure, "insecure")?;
+        let pushing = actions::flag_or_input(push, "push", &input)?;
+        let insecure = actions::flag_or_input(insecure, "insecure", &input)?;
         let (base, base_access) = resolve_base(base_flag.as_deref(), insecure)?;
         let pull = base_access.is_some();
         // One password for every registry; stdin can be read once.
@@ -239,7 +226,7 @@ impl ImageSettings {
             insecure,
             login,
             docker_config,
-            ecr: flag(ecr, "ecr")?,
+            ecr: actions::flag_or_input(ecr, "ecr", &input)?,
         };
         let pull = base_access.map(|b| PushSettings {
             insecure: b.insecure,

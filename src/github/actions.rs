@@ -254,6 +254,33 @@ pub fn input(name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The one reading of a boolean action input (`name` is the input, for the error): `true`,
+/// `false` (what a `type: boolean` input passes), also `1`/`0` and `yes`/`no`, in any case.
+/// Anything else is a usage error rather than a silent `false`.
+pub fn bool_input(name: &str, value: &str) -> Result<bool, crate::exit::UsageError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(crate::exit::UsageError::new(format!(
+            "action input `{name}` is {:?}; hint: use true or false",
+            for_log(value)
+        ))),
+    }
+}
+
+/// A boolean flag, else its action input `name` (unset = false): a flag can only turn it on.
+pub fn flag_or_input(
+    flag: bool,
+    name: &str,
+    input: impl Fn(&str) -> Option<String>,
+) -> Result<bool, crate::exit::UsageError> {
+    match input(name) {
+        _ if flag => Ok(true),
+        None => Ok(false),
+        Some(v) => bool_input(name, &v),
+    }
+}
+
 /// `s` as a log line may show it: credentials out of URLs, control characters quoted.
 fn shown(s: &str) -> String {
     for_log(&redact::text(s)).into_owned()
@@ -408,6 +435,26 @@ pub fn parse_file_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_reading_of_boolean_inputs() {
+        for (v, want) in [("true", true), ("TRUE", true), ("1", true), ("yes", true)] {
+            assert_eq!(bool_input("push", v).unwrap(), want, "{v}");
+        }
+        for v in ["false", "False", "0", "no", " no "] {
+            assert!(!bool_input("push", v).unwrap(), "{v}");
+        }
+        let e = bool_input("push", "ture").unwrap_err();
+        assert!(
+            e.message.contains("`push`") && e.message.contains("hint:"),
+            "{e}"
+        );
+        let none = |_: &str| None;
+        let off = |_: &str| Some("false".to_string());
+        assert!(!flag_or_input(false, "push", none).unwrap());
+        assert!(flag_or_input(true, "push", off).unwrap());
+        assert!(!flag_or_input(false, "push", off).unwrap());
+    }
 
     fn actions_with_output(dir: &Path) -> (Actions, PathBuf) {
         let out = dir.join("github_output");
