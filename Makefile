@@ -53,7 +53,10 @@ release: bootstrap
 
 build: release
 
+## The demo drives `wms deploy` against examples/kube-standin.rs, a local stand-in for the
+## Kubernetes API server (simulated controllers; not a cluster), built here as an example.
 demo: release
+	cargo build $(CARGO_FLAGS) --release --example kube-standin
 	@bash tests/demo.sh "$(RELEASE)" "$(CURDIR)/demo-out"
 
 fmt:
