@@ -8,6 +8,7 @@ mod compare;
 mod data;
 mod deploy;
 mod deploy_render;
+mod docs;
 mod dvc;
 mod eks;
 mod fuzz;

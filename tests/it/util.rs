@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests: paths of the built binaries, temp dirs, commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A command for one of the package's binaries, built by cargo for this test run.
@@ -29,4 +29,22 @@ pub fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
     venv.join("bin/python")
+}
+
+/// The Mermaid renderer (`tools/mermaid`, installed by `make test-deps`) and its puppeteer
+/// settings (Debian's Chromium, no sandbox). Missing: a failure in CI, else `None` after saying
+/// the test is skipped.
+#[track_caller]
+pub fn mmdc() -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mermaid");
+    let bin = root.join("node_modules/.bin/mmdc");
+    if bin.is_file() && Path::new("/usr/bin/chromium").is_file() {
+        return Some((bin, root.join("puppeteer.json")));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "mmdc not found; hint: make test-deps installs tools/mermaid/node_modules and chromium"
+    );
+    eprintln!("skipped: tools/mermaid/node_modules or chromium missing (make test-deps)");
+    None
 }
