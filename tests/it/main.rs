@@ -13,6 +13,7 @@ mod dvc;
 mod eks;
 mod fuzz;
 mod github_api;
+mod infra;
 #[cfg(feature = "train")]
 mod interop;
 mod kubeapi;
@@ -23,6 +24,8 @@ mod onnx;
 mod report;
 mod serve;
 mod servers;
+#[cfg(feature = "train")]
+mod template;
 #[cfg(feature = "train")]
 mod train;
 mod util;
