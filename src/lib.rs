@@ -14,6 +14,7 @@ pub mod dvc;
 pub mod env_vars;
 pub mod exit;
 pub mod fsutil;
+pub mod gate;
 pub mod github;
 pub mod logging;
 pub mod memory;

@@ -41,7 +41,7 @@ enum Command {
     /// Quality gate: compare a candidate's metrics with the production model's.
     Gate(wms::cli::gate::GateArgs),
     /// Register a run's model in MLflow and move the `production` alias to it.
-    Promote(wms::cli::gate::PromoteArgs),
+    Promote(wms::cli::promote::PromoteArgs),
     /// Show a model PR's results on GitHub (sticky comment, check run, job summary) and record
     /// deployments.
     Report(wms::cli::report::ReportArgs),
@@ -68,7 +68,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::ExportOnnx(args) => wms::cli::export::run(args),
         Command::Gate(args) => wms::cli::gate::run_gate(args),
-        Command::Promote(args) => wms::cli::gate::run_promote(args),
+        Command::Promote(args) => wms::cli::promote::run_promote(args),
         Command::Report(args) => wms::cli::report::run(args),
     }
 }

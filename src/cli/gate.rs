@@ -1,19 +1,18 @@
-//! `wms gate` and `wms promote`: flags, else the action's `INPUT_*`, resolved into settings; the
-//! decision lives in [`crate::mlflow::gate`], the registry calls in [`crate::mlflow::registry`].
-//! Data (the Markdown table, the new version) goes to stdout.
+//! `wms gate`: flags, else the action's `INPUT_*`, resolved into settings; the decision lives in
+//! [`crate::gate`], metrics files are read by [`crate::report::inputs::read_metrics`] (the one
+//! strict reader of `metrics.json`), the baseline from MLflow by [`crate::mlflow::registry`].
+//! Data (the Markdown table) goes to stdout.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use crate::exit::{GateNotMet, UsageError};
+use crate::gate::{self, Baseline, GateRules};
 use crate::github::actions::Actions;
-use crate::mlflow::gate::{self, Baseline, GateRules};
 use crate::mlflow::registry::{self, PRODUCTION};
 use crate::mlflow::{Client, ClientConfig};
-use crate::untrusted::redact;
-use crate::untrusted::text::for_log;
+use crate::report::inputs::read_metrics;
 
 /// Compare a candidate's metrics with production's.
 #[derive(Debug, clap::Args)]
@@ -193,144 +192,22 @@ pub fn run_gate(args: GateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A flat metrics.json: its numeric values by key (other values are ignored).
-fn read_metrics(path: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
-    let text = fs_err::read_to_string(path).with_context(
-        || "reading metrics; hint: wms-train train writes metrics.json into its --out folder",
-    )?;
-    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not JSON; hint: pass the metrics.json wms-train wrote",
-            path.display()
-        )
-    })?;
-    let Some(map) = value.as_object() else {
-        anyhow::bail!(
-            "{} is not a JSON object of metrics; hint: expected {{\"test_iou\": 0.9, …}}",
-            path.display()
-        );
-    };
-    Ok(map
-        .iter()
-        .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
-        .collect())
-}
-
 /// Masks the MLflow credentials of the environment first thing, before a message could show
 /// one (the URI's password too: it is in the environment of later steps).
-fn mask_tracking_secrets(actions: &Actions) {
+pub(crate) fn mask_tracking_secrets(actions: &Actions) {
     for secret in ClientConfig::secrets_from_env() {
         actions.add_mask(&secret);
     }
 }
 
-fn client_from_env(needed_by: &str) -> anyhow::Result<Client> {
+/// The MLflow client of the environment; `needed_by` names the flag or command that needs it.
+pub(crate) fn client_from_env(needed_by: &str) -> anyhow::Result<Client> {
     let cfg = ClientConfig::from_env()?.ok_or_else(|| {
         UsageError::new(format!(
             "{needed_by} needs an MLflow server; hint: set MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_TOKEN if it needs auth), or gate with --baseline metrics.json"
         ))
     })?;
     Ok(Client::new(cfg)?)
-}
-
-/// Register a run's model as a new version and move the `production` alias to it.
-#[derive(Debug, clap::Args)]
-pub struct PromoteArgs {
-    /// The MLflow run whose artifacts become the new version. Input: `run-id`.
-    #[arg(long, value_name = "ID")]
-    pub run_id: Option<String>,
-    /// Registered model name (created when missing). Input: `model-name`.
-    #[arg(long, value_name = "NAME")]
-    pub model_name: Option<String>,
-    /// Artifact folder of the run to register [default: model]. Input: `artifact-path`.
-    #[arg(long, value_name = "PATH")]
-    pub artifact_path: Option<String>,
-    /// Instead of promoting: move `production` back to `previous` (and `previous` to what was
-    /// production). Input: `rollback`.
-    #[arg(long, conflicts_with_all = ["run_id", "artifact_path"])]
-    pub rollback: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PromoteSettings {
-    Promote {
-        run_id: String,
-        model_name: String,
-        artifact_path: String,
-    },
-    Rollback {
-        model_name: String,
-    },
-}
-
-impl PromoteSettings {
-    pub fn resolve(
-        args: PromoteArgs,
-        input: impl Fn(&str) -> Option<String>,
-    ) -> Result<PromoteSettings, UsageError> {
-        let PromoteArgs {
-            run_id,
-            model_name,
-            artifact_path,
-            rollback,
-        } = args;
-        let model_name = model_name.or_else(|| input("model-name")).ok_or_else(|| {
-            UsageError::new("no model name; hint: pass --model-name NAME (the registered model)")
-        })?;
-        let rollback = rollback || input("rollback").is_some_and(|v| v == "true");
-        if rollback {
-            return Ok(PromoteSettings::Rollback { model_name });
-        }
-        let run_id = run_id.or_else(|| input("run-id")).ok_or_else(|| {
-            UsageError::new("no run id; hint: pass --run-id ID (wms-train's output mlflow_run_id)")
-        })?;
-        let artifact_path = artifact_path
-            .or_else(|| input("artifact-path"))
-            .unwrap_or_else(|| "model".into());
-        Ok(PromoteSettings::Promote {
-            run_id,
-            model_name,
-            artifact_path,
-        })
-    }
-}
-
-pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
-    let actions = Actions::from_env();
-    mask_tracking_secrets(&actions);
-    let settings = PromoteSettings::resolve(args, |name| actions.input(name))?;
-    let client = client_from_env("wms promote")?;
-    match settings {
-        PromoteSettings::Promote {
-            run_id,
-            model_name,
-            artifact_path,
-        } => {
-            let p = registry::promote(&client, &model_name, &run_id, &artifact_path)
-                .with_context(|| format!("promoting run {run_id} as {model_name}"))?;
-            tracing::info!(
-                source = %for_log(&redact::url(&p.source)),
-                previous = p.previous.as_deref().unwrap_or("none"),
-                "{} version {} is now production",
-                for_log(&model_name),
-                p.version
-            );
-            actions.set_output("version", &p.version)?;
-            actions.set_output("previous", p.previous.as_deref().unwrap_or(""))?;
-            println!("{}", p.version);
-        }
-        PromoteSettings::Rollback { model_name } => {
-            let version = registry::rollback(&client, &model_name)
-                .with_context(|| format!("rolling back {model_name}"))?;
-            tracing::info!(
-                "{} version {version} is production again",
-                for_log(&model_name)
-            );
-            actions.set_output("version", &version)?;
-            println!("{version}");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -380,6 +257,31 @@ mod tests {
         let s = GateSettings::resolve(flags, |_| None).unwrap();
         assert_eq!(s.baseline, BaselineSource::File("base.json".into()));
         assert_eq!(s.rules.improve, vec!["test_iou"]);
+    }
+
+    /// `wms gate` reads metrics.json with the report's strict reader: a value that is not a
+    /// number is an error naming the file and key, not a metric silently left out.
+    #[test]
+    fn gate_rejects_a_non_numeric_metric() {
+        let dir = tempfile::tempdir().unwrap();
+        let cand = dir.path().join("cand.json");
+        let base = dir.path().join("base.json");
+        fs_err::write(&cand, r#"{"test_iou": "0.9", "test_dice": 0.9}"#).unwrap();
+        fs_err::write(&base, r#"{"test_iou": 0.8, "test_dice": 0.8}"#).unwrap();
+        let args = GateArgs {
+            candidate: Some(cand.clone()),
+            baseline: Some(base),
+            ..args()
+        };
+        let err = run_gate(args).unwrap_err();
+        let line = crate::exit::render(err.as_ref());
+        assert!(
+            line.contains(&cand.display().to_string())
+                && line.contains("test_iou")
+                && line.contains("not a finite number"),
+            "{line}"
+        );
+        assert_eq!(crate::exit::code_for(&err), crate::exit::FAILURE);
     }
 
     #[test]

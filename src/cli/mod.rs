@@ -9,6 +9,7 @@ pub mod detect;
 pub mod export;
 pub mod gate;
 pub mod image;
+pub mod promote;
 pub mod report;
 pub mod serve;
 #[cfg(feature = "train")]

@@ -2,13 +2,13 @@
 //! [`client`] (auth, timeouts, retries with backoff and jitter), [`tracking`] (experiments, runs,
 //! `log-batch` split to the server's limits), [`artifacts`] (the `mlflow-artifacts` proxy, or S3
 //! for `s3://` runs), [`registry`] (models, versions, aliases, promotion and rollback),
-//! [`tracker`] (what `wms-train` logs through, resilient to the server going away) and [`gate`]
-//! (the quality-gate rules, no I/O). Nothing here prints; callers decide what users see.
+//! and [`tracker`] (what `wms-train` logs through, resilient to the server going away). The
+//! quality gate's rules use no MLflow and live in [`crate::gate`]. Nothing here prints; callers
+//! decide what users see.
 
 pub mod artifacts;
 pub mod client;
 pub mod error;
-pub mod gate;
 pub mod registry;
 pub mod tracker;
 pub mod tracking;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::mlflow::gate::{Baseline, GateDecision, lower_is_better};
+use crate::gate::{Baseline, GateDecision, lower_is_better};
 use crate::untrusted::text::{md_code, md_text};
 
 use super::curves::{self, History};
@@ -418,7 +418,7 @@ fn link_or_text(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mlflow::gate::{GateRules, decide};
+    use crate::gate::{GateRules, decide};
 
     fn m(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()

@@ -9,7 +9,7 @@
 //!   [`markdown`] renders the body within GitHub's size limits; [`publish`] talks to GitHub
 //!   through [`crate::github::client`].
 //!
-//! This module decides nothing about the model (the gate does, [`crate::mlflow::gate`]); it never
+//! This module decides nothing about the model (the gate does, [`crate::gate`]); it never
 //! fails a workflow because a token may not write (fork pull requests): callers turn
 //! [`crate::github::client::GitHubError::missing_permission`] into a warning.
 
