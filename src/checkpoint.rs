@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::preprocess::PreprocessSpec;
 use crate::fsutil;
 use crate::model::ModelSpec;
 
@@ -38,34 +39,6 @@ pub fn check_spec(spec: &ModelSpec) -> Result<(), String> {
         "model spec (in_channels {}, out_channels {}, base_filters {}, depth {}) is out of range: channels must be 1..={MAX_SPEC_CHANNELS} and depth at most {MAX_SPEC_DEPTH}",
         spec.in_channels, spec.out_channels, spec.base_filters, spec.depth
     ))
-}
-
-/// How inputs were preprocessed for this model (upstream `valTransforms`, DESIGN §5). Serving and
-/// export read it back instead of assuming; `input_width`/`input_height` are what the network saw.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreprocessSpec {
-    pub input_width: u32,
-    pub input_height: u32,
-    /// Percentiles for the contrast stretch (upstream 2 and 98).
-    pub percentile_low: f32,
-    pub percentile_high: f32,
-    /// Median blur kernel side (upstream 3).
-    pub median_kernel: u32,
-    /// Mask threshold on grayscale (upstream: >= 127 is foreground).
-    pub mask_threshold: u8,
-}
-
-impl Default for PreprocessSpec {
-    fn default() -> Self {
-        PreprocessSpec {
-            input_width: 512,
-            input_height: 512,
-            percentile_low: 2.0,
-            percentile_high: 98.0,
-            median_kernel: 3,
-            mask_threshold: 127,
-        }
-    }
 }
 
 /// Everything a consumer needs besides the weights.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::checkpoint::PreprocessSpec;
+use crate::data::preprocess::PreprocessSpec;
 use crate::env_vars;
 use crate::exit::UsageError;
 use crate::github::actions::{Actions, Location};

@@ -26,7 +26,7 @@ use super::preprocess::{
     binarize_mask, decode_image_file, normalize_resized_into, resize_bilinear_antialias, to_gray,
     to_rgb,
 };
-use crate::checkpoint::PreprocessSpec;
+use crate::data::preprocess::PreprocessSpec;
 
 /// One batch, NCHW f32.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,15 +7,17 @@
 //! values, so percentiles come from a 256-bin histogram and the stretch is a 256-entry lookup
 //! table: no sorting and no per-pixel allocation.
 //!
-//! It must not do augmentation (see [`super::augment`]) nor know about batches.
+//! [`PreprocessSpec`] is its parameters; checkpoints and ONNX metadata store it (so `data` does not
+//! depend on the checkpoint format, the checkpoint depends on this). It must not do augmentation
+//! (see [`super::augment`]) nor know about batches.
 
 use std::io::Cursor;
 use std::path::Path;
 
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use serde::{Deserialize, Serialize};
 
 use super::DataError;
-use crate::checkpoint::PreprocessSpec;
 
 /// Fixed-point precision of Pillow's 8-bit resampler: `PRECISION_BITS = 32 - 8 - 2`
 /// (Pillow `src/libImaging/Resample.c`).
@@ -24,6 +26,34 @@ const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Added to the percentile range before dividing, so a flat image does not divide by zero
 /// (upstream `valTransforms`: `(img - p2) / (p98 - p2 + 1e-6)`).
 const STRETCH_EPS: f64 = 1e-6;
+
+/// How inputs were preprocessed for this model (upstream `valTransforms`, DESIGN §5). Serving and
+/// export read it back instead of assuming; `input_width`/`input_height` are what the network saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessSpec {
+    pub input_width: u32,
+    pub input_height: u32,
+    /// Percentiles for the contrast stretch (upstream 2 and 98).
+    pub percentile_low: f32,
+    pub percentile_high: f32,
+    /// Median blur kernel side (upstream 3).
+    pub median_kernel: u32,
+    /// Mask threshold on grayscale (upstream: >= 127 is foreground).
+    pub mask_threshold: u8,
+}
+
+impl Default for PreprocessSpec {
+    fn default() -> Self {
+        PreprocessSpec {
+            input_width: 512,
+            input_height: 512,
+            percentile_low: 2.0,
+            percentile_high: 98.0,
+            median_kernel: 3,
+            mask_threshold: 127,
+        }
+    }
+}
 
 /// The full preprocessing of one photo: `[3, H, W]` f32 in CHW order, `H = spec.input_height`,
 /// `W = spec.input_width`.

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use ndarray::Array4;
 
-use crate::checkpoint::{Checkpoint, CheckpointMeta, PreprocessSpec, Tensor, TensorData};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Tensor, TensorData};
+use crate::data::preprocess::PreprocessSpec;
 use crate::model::ModelSpec;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fully specified.

@@ -48,7 +48,7 @@ pub mod meta_keys {
     pub const GIT_SHA: &str = "git_sha";
     /// Network input size as `{width}x{height}`, e.g. `512x512`.
     pub const INPUT_SIZE: &str = "input_size";
-    /// [`PreprocessSpec`](crate::checkpoint::PreprocessSpec) as JSON.
+    /// [`PreprocessSpec`](crate::data::preprocess::PreprocessSpec) as JSON.
     pub const PREPROCESSING: &str = "preprocessing";
     /// Flat metrics (DESIGN §4 keys) as a JSON object.
     pub const METRICS: &str = "metrics";

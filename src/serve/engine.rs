@@ -11,7 +11,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
-use crate::checkpoint::PreprocessSpec;
+use crate::data::preprocess::PreprocessSpec;
 use crate::model::ModelSpec;
 use crate::onnx::meta_keys;
 use crate::ort_runtime;

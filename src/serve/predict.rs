@@ -13,8 +13,8 @@ use image::{ColorType, DynamicImage, GrayImage, ImageDecoder, ImageFormat, Image
 
 use super::engine::{ModelInfo, mask_from_logits};
 use super::error::ApiError;
-use crate::checkpoint::PreprocessSpec;
 use crate::data::preprocess;
+use crate::data::preprocess::PreprocessSpec;
 
 /// A request's image, ready for the model.
 #[derive(Debug, Clone)]

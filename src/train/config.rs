@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::PreprocessSpec;
+use crate::data::preprocess::PreprocessSpec;
 use crate::data::{AugmentConfig, SplitRatios};
 use crate::model::ModelSpec;
 

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::checkpoint::{Checkpoint, CheckpointMeta, PreprocessSpec, Tensor, TensorData};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Tensor, TensorData};
+use crate::data::preprocess::PreprocessSpec;
 use crate::model::ModelSpec;
 use crate::pth;
 

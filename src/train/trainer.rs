@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use tch::{Device, Reduction, Tensor, nn};
 
-use crate::checkpoint::{Checkpoint, CheckpointMeta, PreprocessSpec};
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::data::preprocess::PreprocessSpec;
 use crate::data::{Dataset, Loader, LoaderConfig, SampleCache, split::split_samples};
 use crate::fsutil;
 use crate::github::actions::Actions;

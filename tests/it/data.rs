@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use image::{GrayImage, RgbImage};
-use wms::checkpoint::PreprocessSpec;
+use wms::data::preprocess::PreprocessSpec;
 use wms::data::preprocess::{normalize_resized_into, percentile_from_histogram};
 use wms::data::{Dataset, Loader, LoaderConfig, SplitRatios, split};
 

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wms::checkpoint::{PreprocessSpec, Tensor, TensorData};
+use wms::checkpoint::{Tensor, TensorData};
+use wms::data::preprocess::PreprocessSpec;
 use wms::model::ModelSpec;
 use wms::onnx::fixtures::{SplitMix64, random_checkpoint};
 

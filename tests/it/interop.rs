@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use tch::{Device, Tensor, nn};
-use wms::checkpoint::{Checkpoint, CheckpointMeta, PreprocessSpec};
+use wms::checkpoint::{Checkpoint, CheckpointMeta};
+use wms::data::preprocess::PreprocessSpec;
 use wms::model::ModelSpec;
 use wms::train::{UNet, unet};
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use image::{GrayImage, ImageFormat, Rgb, RgbImage};
-use wms::checkpoint::PreprocessSpec;
+use wms::data::preprocess::PreprocessSpec;
 use wms::model::ModelSpec;
 use wms::serve::engine::Engine;
 

@@ -407,7 +407,7 @@ print(json.dumps({"shape": list(y.shape), "finite": bool(np.isfinite(y).all()),
 fn torchserve_handler_preprocessing_equals_the_library_bit_for_bit() {
     // One preprocessing implementation (DESIGN §3): the handler's numpy port of the steps after
     // the resize must give exactly what wms::data::preprocess gives.
-    use wms::checkpoint::PreprocessSpec;
+    use wms::data::preprocess::PreprocessSpec;
     let tmp = tempfile::tempdir().unwrap();
     let (w, h) = (37u32, 29u32);
     let mut rng = fixtures::SplitMix64::new(9);
