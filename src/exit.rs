@@ -180,7 +180,7 @@ mod tests {
             config: Some(missing.to_path_buf()),
             ..Default::default()
         };
-        let err = crate::serve::ServeSettings::resolve(&args, |_| None).unwrap_err();
+        let err = args.settings(|_| None).unwrap_err();
         assert_renders_once(&err, 1);
         assert!(render(&err).contains("No such file"), "{}", render(&err));
 

@@ -4,6 +4,7 @@
 //! (see [`crate::mlflow::tracker`]) and adds the outputs `mlflow_run_id`, `mlflow_run_url` and
 //! `mlflow_unlogged`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -171,11 +172,46 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         report_tracking(&actions, t.finish(status))?;
     }
     let outcome = result.with_context(|| format!("training into {}", plan.out_dir.display()))?;
+    write_step_outputs(&actions, &outcome)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&outcome.metrics).expect("metrics serialize")
     );
     Ok(())
+}
+
+/// Step outputs `test_iou`, `test_dice`, `metrics` (JSON), `checkpoint`, and the job summary.
+fn write_step_outputs(actions: &Actions, outcome: &train::TrainOutcome) -> anyhow::Result<()> {
+    let metric = |key: &str| outcome.metrics.get(key).copied().unwrap_or(f64::NAN);
+    actions.set_output("test_iou", &format!("{:.6}", metric("test_iou")))?;
+    actions.set_output("test_dice", &format!("{:.6}", metric("test_dice")))?;
+    actions.set_output(
+        "metrics",
+        &serde_json::to_string(&outcome.metrics).expect("metrics serialize"),
+    )?;
+    actions.set_output("checkpoint", &outcome.best_checkpoint.display().to_string())?;
+    actions.append_summary(&summary_markdown(&outcome.metrics))?;
+    Ok(())
+}
+
+fn summary_markdown(metrics: &BTreeMap<String, f64>) -> String {
+    let mut md = String::from("### Training\n\n| metric | value |\n|---|---|\n");
+    for key in [
+        "test_iou",
+        "test_dice",
+        "test_accuracy",
+        "test_hausdorff",
+        "val_iou",
+        "best_epoch",
+        "epochs_run",
+        "train_seconds",
+        "images_per_second",
+    ] {
+        if let Some(v) = metrics.get(key) {
+            md.push_str(&format!("| {key} | {v:.4} |\n"));
+        }
+    }
+    md
 }
 
 /// With `MLFLOW_TRACKING_URI` set: the experiment (`MLFLOW_EXPERIMENT_NAME`, else the model's

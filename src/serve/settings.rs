@@ -1,16 +1,16 @@
-//! Turning `wms-serve`'s flags, environment and TorchServe `config.properties` into the one
-//! [`ServeSettings`] value the server runs with. Precedence: flags > environment > file >
-//! defaults, decided here and nowhere else. Every value keeps where it came from, so an error
-//! names the flag, variable or `file:line` to fix. Keys follow TorchServe's documented
-//! `config.properties` (defaults from its configuration docs); unknown keys are logged and
-//! ignored so a TorchServe file can be reused as is.
+//! Turning `wms-serve`'s command line, environment and TorchServe `config.properties` into the
+//! one [`ServeSettings`] value the server runs with. Precedence: flags > environment > file >
+//! defaults, decided here and nowhere else. Every value keeps where it came from ([`Origin`]), so
+//! an error names the flag, variable or `file:line` to fix. The command line arrives as a
+//! [`CommandLine`] (built by `cli::serve` from its clap flags): this module knows no clap. Keys
+//! follow TorchServe's documented `config.properties` (defaults from its configuration docs);
+//! unknown keys are logged and ignored so a TorchServe file can be reused as is.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::serve::ServeArgs;
 use crate::env_vars;
 
 /// TorchServe's default inference address.
@@ -100,7 +100,7 @@ pub enum SettingsError {
     },
     #[error("{origin}: {key} = {value:?}: {message}")]
     Invalid {
-        origin: String,
+        origin: Origin,
         key: &'static str,
         value: String,
         message: String,
@@ -120,24 +120,68 @@ pub enum SettingsError {
 struct Key {
     name: &'static str,
     env: &'static str,
-    default: Option<&'static str>,
+    default: Option<DefaultValue>,
+}
+
+/// A key's default, written once: numbers that other code also needs are the `DEFAULT_*`
+/// constants above.
+enum DefaultValue {
+    Text(&'static str),
+    Number(u64),
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    /// A `config.properties` line (1-based).
+    File {
+        path: PathBuf,
+        line: usize,
+    },
+    Environment(&'static str),
+    /// A command-line flag, as the user writes it (`--batch-size`).
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Environment(name) => write!(f, "environment variable {name}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// What the command line gave, by configuration key: the CLI maps its flags onto this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    /// `--model`: serve this file (beats `model_store` / `load_models`).
+    pub model: Option<PathBuf>,
+    /// `--config`: the `config.properties` to read.
+    pub config: Option<PathBuf>,
+    /// Other flags: (config key, flag, value). A key that is not a configuration key is a bug in
+    /// the caller and panics.
+    pub values: Vec<(&'static str, &'static str, String)>,
 }
 
 const KEYS: &[Key] = &[
     Key {
         name: "inference_address",
         env: env_vars::WMS_SERVE_INFERENCE_ADDRESS,
-        default: Some(DEFAULT_INFERENCE_ADDRESS),
+        default: Some(DefaultValue::Text(DEFAULT_INFERENCE_ADDRESS)),
     },
     Key {
         name: "management_address",
         env: env_vars::WMS_SERVE_MANAGEMENT_ADDRESS,
-        default: Some(DEFAULT_MANAGEMENT_ADDRESS),
+        default: Some(DefaultValue::Text(DEFAULT_MANAGEMENT_ADDRESS)),
     },
     Key {
         name: "metrics_address",
         env: env_vars::WMS_SERVE_METRICS_ADDRESS,
-        default: Some(DEFAULT_METRICS_ADDRESS),
+        default: Some(DefaultValue::Text(DEFAULT_METRICS_ADDRESS)),
     },
     Key {
         name: "model_store",
@@ -152,12 +196,12 @@ const KEYS: &[Key] = &[
     Key {
         name: "batch_size",
         env: env_vars::WMS_SERVE_BATCH_SIZE,
-        default: Some("1"),
+        default: Some(DefaultValue::Text("1")),
     },
     Key {
         name: "max_batch_delay",
         env: env_vars::WMS_SERVE_MAX_BATCH_DELAY,
-        default: Some("100"),
+        default: Some(DefaultValue::Text("100")),
     },
     Key {
         name: "default_workers_per_model",
@@ -168,64 +212,64 @@ const KEYS: &[Key] = &[
     Key {
         name: "max_request_size",
         env: env_vars::WMS_SERVE_MAX_REQUEST_SIZE,
-        default: Some("6553500"),
+        default: Some(DefaultValue::Number(DEFAULT_MAX_REQUEST_SIZE as u64)),
     },
     Key {
         name: "max_image_pixels",
         env: env_vars::WMS_SERVE_MAX_IMAGE_PIXELS,
-        default: Some("50000000"),
+        default: Some(DefaultValue::Number(DEFAULT_MAX_IMAGE_PIXELS)),
     },
     Key {
         name: "max_image_bit_depth",
         env: env_vars::WMS_SERVE_MAX_IMAGE_BIT_DEPTH,
-        default: Some("8"),
+        default: Some(DefaultValue::Number(DEFAULT_MAX_IMAGE_BIT_DEPTH as u64)),
     },
     Key {
         name: "decode_memory_budget",
         env: env_vars::WMS_SERVE_DECODE_MEMORY_BUDGET,
-        default: Some("536870912"),
+        default: Some(DefaultValue::Number(DEFAULT_DECODE_MEMORY_BUDGET)),
     },
     Key {
         name: "decode_queue_timeout",
         env: env_vars::WMS_SERVE_DECODE_QUEUE_TIMEOUT,
-        default: Some("10"),
+        default: Some(DefaultValue::Text("10")),
     },
     Key {
         name: "connection_limit",
         env: env_vars::WMS_SERVE_CONNECTION_LIMIT,
-        default: Some("256"),
+        default: Some(DefaultValue::Number(DEFAULT_CONNECTION_LIMIT as u64)),
     },
     Key {
         name: "header_read_timeout",
         env: env_vars::WMS_SERVE_HEADER_READ_TIMEOUT,
-        default: Some("10"),
+        default: Some(DefaultValue::Text("10")),
     },
     Key {
         // Above the 60 s upstream keep-alive of common proxies (AWS ALB, ingress-nginx), so
         // the proxy, not us, closes an idle pooled connection and never reuses a dying one.
         name: "idle_timeout",
         env: env_vars::WMS_SERVE_IDLE_TIMEOUT,
-        default: Some("75"),
+        default: Some(DefaultValue::Text("75")),
     },
     Key {
         name: "body_read_timeout",
         env: env_vars::WMS_SERVE_BODY_READ_TIMEOUT,
-        default: Some("60"),
+        default: Some(DefaultValue::Text("60")),
     },
     Key {
         name: "job_queue_size",
         env: env_vars::WMS_SERVE_JOB_QUEUE_SIZE,
-        default: Some("100"),
+        default: Some(DefaultValue::Text("100")),
     },
     Key {
         name: "default_response_timeout",
         env: env_vars::WMS_SERVE_RESPONSE_TIMEOUT,
-        default: Some("120"),
+        default: Some(DefaultValue::Text("120")),
     },
     Key {
         name: "shutdown_timeout",
         env: env_vars::WMS_SERVE_SHUTDOWN_TIMEOUT,
-        default: Some("30"),
+        default: Some(DefaultValue::Text("30")),
     },
     Key {
         name: "number_of_threads",
@@ -253,36 +297,35 @@ const IGNORED_KEYS: &[&str] = &[
 #[derive(Debug, Clone)]
 struct Raw {
     value: String,
-    origin: String,
+    origin: Origin,
 }
 
 impl ServeSettings {
-    /// Resolves flags, environment (`env` looks a variable up) and the config file into settings.
+    /// Resolves the command line, environment (`env` looks a variable up) and the config file
+    /// into settings.
     pub fn resolve(
-        args: &ServeArgs,
+        command_line: &CommandLine,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, SettingsError> {
-        let ServeArgs {
+        let CommandLine {
             model,
             config,
-            inference_address,
-            management_address,
-            metrics_address,
-            batch_size,
-            max_batch_delay,
-            workers,
-            threads,
-        } = args;
+            values,
+        } = command_line;
         let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
 
         let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
         for key in KEYS {
-            if let Some(d) = key.default {
+            if let Some(d) = &key.default {
+                let value = match d {
+                    DefaultValue::Text(text) => text.to_string(),
+                    DefaultValue::Number(n) => n.to_string(),
+                };
                 raw.insert(
                     key.name,
                     Raw {
-                        value: d.to_string(),
-                        origin: "default".into(),
+                        value,
+                        origin: Origin::Default,
                     },
                 );
             }
@@ -299,14 +342,17 @@ impl ServeSettings {
                 })?;
             config_dir = path.parent().map(Path::to_path_buf);
             for (line_no, key, value) in parse_properties(&text) {
-                let origin = format!("{}:{line_no}", path.display());
+                let origin = Origin::File {
+                    path: path.clone(),
+                    line: line_no,
+                };
                 match KEYS.iter().find(|k| k.name == key) {
                     Some(k) => {
                         raw.insert(k.name, Raw { value, origin });
                     }
                     None if IGNORED_KEYS.contains(&key.as_str()) => {}
                     None => tracing::warn!(
-                        %origin, key, "unknown config.properties key ignored"
+                        origin = %origin, key, "unknown config.properties key ignored"
                     ),
                 }
             }
@@ -317,58 +363,23 @@ impl ServeSettings {
                     key.name,
                     Raw {
                         value,
-                        origin: format!("environment variable {}", key.env),
+                        origin: Origin::Environment(key.env),
                     },
                 );
             }
         }
-        let flags: [(&'static str, &str, Option<String>); 7] = [
-            (
-                "inference_address",
-                "--inference-address",
-                inference_address.clone(),
-            ),
-            (
-                "management_address",
-                "--management-address",
-                management_address.clone(),
-            ),
-            (
-                "metrics_address",
-                "--metrics-address",
-                metrics_address.clone(),
-            ),
-            (
-                "batch_size",
-                "--batch-size",
-                batch_size.map(|v| v.to_string()),
-            ),
-            (
-                "max_batch_delay",
-                "--max-batch-delay",
-                max_batch_delay.map(|v| v.to_string()),
-            ),
-            (
-                "default_workers_per_model",
-                "--workers",
-                workers.map(|v| v.to_string()),
-            ),
-            (
-                "number_of_threads",
-                "--threads",
-                threads.map(|v| v.to_string()),
-            ),
-        ];
-        for (key, flag, value) in flags {
-            if let Some(value) = value {
-                raw.insert(
-                    key,
-                    Raw {
-                        value,
-                        origin: format!("flag {flag}"),
-                    },
-                );
-            }
+        for (key, flag, value) in values {
+            let key = KEYS
+                .iter()
+                .find(|k| k.name == *key)
+                .unwrap_or_else(|| panic!("{flag} maps to {key}, which is no configuration key"));
+            raw.insert(
+                key.name,
+                Raw {
+                    value: value.clone(),
+                    origin: Origin::Flag(flag),
+                },
+            );
         }
 
         let get = |key: &'static str| raw.get(key).cloned();
@@ -476,8 +487,7 @@ fn resolve_models(
     };
     let mut store_path = PathBuf::from(store.value.trim());
     if store_path.is_relative()
-        && store.origin != "default"
-        && !store.origin.starts_with("environment")
+        && matches!(store.origin, Origin::File { .. })
         && let Some(dir) = config_dir
     {
         store_path = dir.join(store_path);
@@ -577,10 +587,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn args() -> ServeArgs {
-        ServeArgs {
+    fn args() -> CommandLine {
+        CommandLine {
             model: Some(PathBuf::from("m.onnx")),
-            ..ServeArgs::default()
+            ..CommandLine::default()
         }
     }
 
@@ -656,8 +666,14 @@ mod tests {
         assert_eq!(s.inference_address.port(), 9001);
         assert_eq!(s.batch_size, 6);
         assert_eq!(s.max_batch_delay, Duration::from_millis(7));
-        a.inference_address = Some("http://127.0.0.1:0".into());
-        a.batch_size = Some(8);
+        a.values = vec![
+            (
+                "inference_address",
+                "--inference-address",
+                "http://127.0.0.1:0".into(),
+            ),
+            ("batch_size", "--batch-size", "8".into()),
+        ];
         let s = ServeSettings::resolve(&a, lookup).unwrap();
         assert_eq!(s.inference_address.port(), 0);
         assert_eq!(s.batch_size, 8);
@@ -679,6 +695,26 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_where_the_value_came_from() {
+        let env: HashMap<&str, &str> = [(env_vars::WMS_SERVE_BATCH_SIZE, "0")].into();
+        let err =
+            ServeSettings::resolve(&args(), |k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert!(matches!(
+            &err,
+            SettingsError::Invalid { origin: Origin::Environment(name), .. }
+                if *name == env_vars::WMS_SERVE_BATCH_SIZE
+        ));
+        let mut a = args();
+        a.values = vec![("max_batch_delay", "--max-batch-delay", "soon".into())];
+        let err = ServeSettings::resolve(&a, no_env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("flag --max-batch-delay: max_batch_delay = \"soon\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn models_from_store() {
         let dir = tempfile::tempdir().unwrap();
         fs_err::create_dir(dir.path().join("store")).unwrap();
@@ -686,9 +722,9 @@ mod tests {
         fs_err::write(dir.path().join("store/b.onnx"), b"").unwrap();
         let cfg = dir.path().join("config.properties");
         fs_err::write(&cfg, "model_store=store\nload_models=meters=a.onnx\n").unwrap();
-        let a = ServeArgs {
+        let a = CommandLine {
             config: Some(cfg.clone()),
-            ..ServeArgs::default()
+            ..CommandLine::default()
         };
         let s = ServeSettings::resolve(&a, no_env).unwrap();
         assert_eq!(
@@ -701,7 +737,7 @@ mod tests {
         fs_err::write(&cfg, "model_store=store\nload_models=all\n").unwrap();
         let s = ServeSettings::resolve(&a, no_env).unwrap();
         assert_eq!(s.models.len(), 2);
-        let none = ServeSettings::resolve(&ServeArgs::default(), no_env).unwrap_err();
+        let none = ServeSettings::resolve(&CommandLine::default(), no_env).unwrap_err();
         assert!(none.to_string().contains("--model"), "{none}");
     }
 
@@ -716,7 +752,7 @@ mod tests {
     #[test]
     fn shipped_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("torchserve/config.properties");
-        let a = ServeArgs {
+        let a = CommandLine {
             config: Some(path),
             ..args()
         };

@@ -255,16 +255,7 @@ pub fn train_tracked(
         }
     }
 
-    let outcome = finish(
-        plan,
-        &st,
-        &splits,
-        &vs,
-        &model,
-        device,
-        &pos_weight,
-        actions,
-    )?;
+    let outcome = finish(plan, &st, &splits, &vs, &model, device, &pos_weight)?;
     if let Some(t) = tracker {
         t.log_final_metrics(&outcome.metrics);
         for (file, artifact_path) in TRACKED_ARTIFACTS {
@@ -537,7 +528,8 @@ pub fn evaluate(
     Ok(meter.summary())
 }
 
-/// Final test evaluation of the best checkpoint, metrics.json, step outputs and summary.
+/// Final test evaluation of the best checkpoint and metrics.json (`cli::train` writes the step
+/// outputs and the summary from the outcome).
 #[allow(clippy::too_many_arguments)]
 fn finish(
     plan: &TrainPlan,
@@ -547,7 +539,6 @@ fn finish(
     model: &UNet,
     device: Device,
     pos_weight: &Tensor,
-    actions: &Actions,
 ) -> Result<TrainOutcome, TrainError> {
     let out = &plan.out_dir;
     let best_path = out.join(BEST_FILE);
@@ -585,14 +576,6 @@ fn finish(
     let metrics_file = out.join(METRICS_FILE);
     report::write_metrics(&metrics_file, &metrics)?;
 
-    actions.set_output("test_iou", &format!("{:.6}", test.iou))?;
-    actions.set_output("test_dice", &format!("{:.6}", test.dice))?;
-    actions.set_output(
-        "metrics",
-        &serde_json::to_string(&metrics).expect("metrics serialize"),
-    )?;
-    actions.set_output("checkpoint", &best_path.display().to_string())?;
-    actions.append_summary(&summary_markdown(&metrics))?;
     tracing::info!(
         best_epoch = st.best_epoch,
         test_iou = format!("{:.4}", test.iou),
@@ -613,26 +596,6 @@ fn write_sidecar(path: &Path, meta: &CheckpointMeta) -> Result<(), TrainError> {
     text.push('\n');
     fsutil::write_atomic(path, text.as_bytes())?;
     Ok(())
-}
-
-fn summary_markdown(metrics: &BTreeMap<String, f64>) -> String {
-    let mut md = String::from("### Training\n\n| metric | value |\n|---|---|\n");
-    for key in [
-        "test_iou",
-        "test_dice",
-        "test_accuracy",
-        "test_hausdorff",
-        "val_iou",
-        "best_epoch",
-        "epochs_run",
-        "train_seconds",
-        "images_per_second",
-    ] {
-        if let Some(v) = metrics.get(key) {
-            md.push_str(&format!("| {key} | {v:.4} |\n"));
-        }
-    }
-    md
 }
 
 /// The commit being trained: `GITHUB_SHA` in Actions, else the HEAD of the git checkout around the

@@ -96,7 +96,7 @@ fn settings(model: &Path, extra: impl Fn(&mut ServeArgs)) -> ServeSettings {
         ..ServeArgs::default()
     };
     extra(&mut args);
-    ServeSettings::resolve(&args, |_| None).unwrap()
+    args.settings(|_| None).unwrap()
 }
 
 async fn warm_state(settings: &ServeSettings) -> SharedState {
