@@ -5,10 +5,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use crate::{servers, util};
+use crate::servers;
+use crate::util::{self, TestCommand};
 
 const REQUEST_TOKEN: &str = "runner-request-token-1234";
 const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOndtcy93bXM6cmVmOnJlZnMvaGVhZHMvbWFpbiIsImF1ZCI6InN0cy5hbWF6b25hd3MuY29tIn0.c2ln";
@@ -74,39 +74,11 @@ fn token_server() -> TokenServer {
 }
 
 /// `wms` with no ambient AWS credentials or config: only what the test gives it.
-fn wms(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = util::bin("wms");
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL_STS",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "ACTIONS_ID_TOKEN_REQUEST_URL",
-        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-        "GITHUB_ENV",
-        "GITHUB_STEP_SUMMARY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args(args)
+fn wms(home: &Path, args: &[&str]) -> TestCommand {
+    util::wms()
+        .args(args)
         .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("no-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL", &servers::moto().url);
-    cmd
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+        .env("AWS_ENDPOINT_URL", &servers::moto().url)
 }
 
 #[test]
@@ -132,10 +104,8 @@ fn github_oidc_assume_role_masks_exports_and_whoami_sees_the_role() {
     .env("GITHUB_ENV", &github_env)
     .env("ACTIONS_ID_TOKEN_REQUEST_URL", &tokens.url)
     .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN)
-    .output()
-    .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    .ok();
+    let (stdout, stderr) = (out.stdout(), out.stderr());
     assert_eq!(
         *tokens.seen.lock().unwrap(),
         vec!["GET /token?api-version=2.0&audience=sts.amazonaws.com HTTP/1.1".to_string()]
@@ -189,10 +159,8 @@ fn github_oidc_assume_role_masks_exports_and_whoami_sees_the_role() {
         .env("AWS_SECRET_ACCESS_KEY", &secret)
         .env("AWS_SESSION_TOKEN", &session)
         .env("AWS_REGION", "eu-west-1")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+        .ok();
+    let stdout = out.stdout();
     let id: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         id["Arn"], "arn:aws:sts::123456789012:assumed-role/wms-ci/run-42",
@@ -205,12 +173,7 @@ fn github_oidc_assume_role_masks_exports_and_whoami_sees_the_role() {
 fn assume_role_without_oidc_or_with_a_bad_token_fails_with_a_hint() {
     let home = tempfile::tempdir().unwrap();
     let role = "arn:aws:iam::123456789012:role/wms-ci";
-    let out = wms(home.path(), &["aws", "assume-role", "--role-arn", role])
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("id-token: write"), "{stderr}");
+    let no_oidc = wms(home.path(), &["aws", "assume-role", "--role-arn", role]).fails(2);
 
     let tokens = token_server();
     let out = wms(
@@ -226,13 +189,11 @@ fn assume_role_without_oidc_or_with_a_bad_token_fails_with_a_hint() {
     )
     .env("ACTIONS_ID_TOKEN_REQUEST_URL", &tokens.url)
     .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "not-the-token")
-    .output()
-    .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("401") && stderr.contains("hint:"),
-        "{stderr}"
+    .fails(1);
+    assert!(out.stdout().is_empty(), "{out}");
+    let _redacted = util::redactions().bind_to_scope();
+    insta::assert_snapshot!(
+        "aws_assume_role_errors",
+        format!("{}\n{}", no_oidc.error_line(), out.error_line())
     );
-    assert!(stdout.is_empty(), "{stdout}");
 }

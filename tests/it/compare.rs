@@ -5,36 +5,16 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 use wms::timing::Timestamp;
 
 use crate::github_api::{GitHubApi, Token};
-use crate::util::bin;
+use crate::util::{self, TestCommand};
 
-fn wms(dir: &Path) -> Command {
-    let mut c = bin("wms");
-    c.current_dir(dir)
-        .env_remove("WMS_TIMING_DIR")
-        .env_remove("GITHUB_TOKEN")
-        .env_remove("GITHUB_API_URL")
-        .env_remove("GITHUB_REPOSITORY");
-    c
-}
-
-fn run_ok(mut c: Command) -> (String, String) {
-    let out = c.output().expect("run wms");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "{:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    (stdout, stderr)
+fn wms(dir: &Path) -> TestCommand {
+    util::wms().current_dir(dir)
 }
 
 fn ts(epoch_s: f64) -> String {
@@ -253,11 +233,12 @@ fn report_figures_are_the_ones_recomputed_from_the_records() {
     assert!(all.iter().any(|f| f.human.is_some()));
     write_fixtures(&records, &all);
 
-    let mut c = wms(tmp.path());
-    c.args(["compare", "report", "--records"])
+    let c = wms(tmp.path())
+        .args(["compare", "report", "--records"])
         .arg(&records)
         .args(["--out", "reports/r.md"]);
-    let (stdout, stderr) = run_ok(c);
+    let out = c.ok();
+    let (stdout, stderr) = (out.stdout(), out.stderr());
     let md = fs_err::read_to_string(tmp.path().join("reports/r.md")).unwrap();
     assert!(stdout.contains("reports/r.md"), "{stdout}");
 
@@ -375,8 +356,8 @@ fn update_docs_replaces_only_the_generated_section() {
         format!("# Hand-written\n\nprose\n\n{begin}\nold\n{end}\n\ntail\n"),
     )
     .unwrap();
-    let mut c = wms(tmp.path());
-    c.args(["compare", "report", "--records"])
+    let c = wms(tmp.path())
+        .args(["compare", "report", "--records"])
         .arg(&records)
         .args([
             "--out",
@@ -384,7 +365,7 @@ fn update_docs_replaces_only_the_generated_section() {
             "--update-docs",
             "docs/COMPARISON.md",
         ]);
-    run_ok(c);
+    c.ok();
     let text = fs_err::read_to_string(&doc).unwrap();
     assert!(text.starts_with("# Hand-written\n\nprose\n\n"), "{text}");
     assert!(text.ends_with(&format!("{end}\n\ntail\n")), "{text}");
@@ -398,8 +379,8 @@ fn update_docs_replaces_only_the_generated_section() {
 
     // A document without markers is refused in one line and left as it was.
     fs_err::write(&doc, "# no markers\n").unwrap();
-    let mut c = wms(tmp.path());
-    c.args(["compare", "report", "--records"])
+    let c = wms(tmp.path())
+        .args(["compare", "report", "--records"])
         .arg(&records)
         .args([
             "--out",
@@ -407,24 +388,20 @@ fn update_docs_replaces_only_the_generated_section() {
             "--update-docs",
             "docs/COMPARISON.md",
         ]);
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("COMPARISON.md: has no generated section") && stderr.contains("hint:"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let out = c.fails(1);
+    assert_eq!(out.stderr().trim().lines().count(), 1, "{out}");
+    let _redacted = util::redactions().bind_to_scope();
+    insta::assert_snapshot!("compare_report_doc_without_markers", out.error_line());
     assert_eq!(fs_err::read_to_string(&doc).unwrap(), "# no markers\n");
 }
 
 #[test]
 fn no_records_means_no_data_everywhere() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = wms(tmp.path());
-    c.env("WMS_TIMING_DIR", tmp.path().join("none"))
+    let c = wms(tmp.path())
+        .env("WMS_TIMING_DIR", tmp.path().join("none"))
         .args(["compare", "report", "--out", "r.md"]);
-    run_ok(c);
+    c.ok();
     let md = fs_err::read_to_string(tmp.path().join("r.md")).unwrap();
     assert!(md.contains("from **0 timing records**"), "{md}");
     assert!(
@@ -459,35 +436,23 @@ fn read_records(dir: &Path) -> Vec<Value> {
 
 /// `wms compare record --method manual --task TASK --person PERSON --out DIR` with piped stdin
 /// and stderr.
-fn tracker(tmp: &Path, dir: &Path, task: &str, person: &str) -> Command {
-    let mut c = wms(tmp);
-    c.args([
-        "compare", "record", "--method", "manual", "--task", task, "--person", person,
-    ])
-    .arg("--out")
-    .arg(dir)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    c
+fn tracker(tmp: &Path, dir: &Path, task: &str, person: &str) -> TestCommand {
+    wms(tmp)
+        .args([
+            "compare", "record", "--method", "manual", "--task", task, "--person", person,
+        ])
+        .arg("--out")
+        .arg(dir)
 }
 
 #[test]
 fn the_tracker_reads_commands_from_a_pipe() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("records");
-    let mut c = tracker(tmp.path(), &dir, "scale", "ann");
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\nbogus\ne kubectl: forbidden\n\n\nq\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("unknown command"), "{stderr}");
+    let out = tracker(tmp.path(), &dir, "scale", "ann")
+        .stdin(b"\nbogus\ne kubectl: forbidden\n\n\nq\n".to_vec())
+        .ok();
+    assert!(out.stderr().contains("unknown command"), "{out}");
     let recs = read_records(&dir);
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
@@ -511,37 +476,35 @@ fn the_tracker_reads_commands_from_a_pipe() {
         "step 2 (scale): kubectl: forbidden"
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        out.stdout().trim(),
         dir.join("manual.jsonl").display().to_string()
     );
 
     // Input that ends before `q`: the marked step is kept, outcome aborted.
-    let mut c = tracker(tmp.path(), &dir, "debug", "bo");
-    let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    tracker(tmp.path(), &dir, "debug", "bo")
+        .stdin(b"\n".to_vec())
+        .ok();
     let recs = read_records(&dir);
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[1]["outcome"], "aborted");
     assert_eq!(recs[1]["steps"].as_array().unwrap().len(), 1);
 
     // Wrong flags: one line with a hint, nothing written.
-    let mut c = wms(tmp.path());
-    c.args([
-        "compare",
-        "record",
-        "--method",
-        "automated",
-        "--task",
-        "debug",
-        "--person",
-        "x",
-        "--out",
-    ])
-    .arg(&dir);
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: use --method manual"));
+    let c = wms(tmp.path())
+        .args([
+            "compare",
+            "record",
+            "--method",
+            "automated",
+            "--task",
+            "debug",
+            "--person",
+            "x",
+            "--out",
+        ])
+        .arg(&dir);
+    let out = c.fails(2);
+    assert!(out.stderr().contains("hint: use --method manual"), "{out}");
     assert_eq!(read_records(&dir).len(), 2);
 }
 
@@ -549,8 +512,12 @@ fn the_tracker_reads_commands_from_a_pipe() {
 fn ctrl_c_keeps_the_steps_marked_so_far() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("records");
-    let mut c = tracker(tmp.path(), &dir, "deploy", "cy");
-    let mut child = c.spawn().unwrap();
+    let mut child = tracker(tmp.path(), &dir, "deploy", "cy")
+        .into_command()
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
@@ -676,8 +643,8 @@ fn collect_reads_every_page_of_runs_once() {
     fs_err::write(artifact.join("automated.jsonl"), format!("{imported}\n")).unwrap();
 
     let collect = || {
-        let mut c = wms(tmp.path());
-        c.env("GITHUB_API_URL", api.url())
+        let c = wms(tmp.path())
+            .env("GITHUB_API_URL", api.url())
             .env("GITHUB_TOKEN", TOKEN)
             .args([
                 "compare",
@@ -693,9 +660,9 @@ fn collect_reads_every_page_of_runs_once() {
             .arg(&records)
             .arg("--from")
             .arg(&artifact);
-        run_ok(c)
+        c.ok().stderr()
     };
-    let (_, stderr) = collect();
+    let stderr = collect();
     let text = fs_err::read_to_string(records.join("automated.jsonl")).unwrap();
     let recs: Vec<Value> = text
         .lines()
@@ -786,7 +753,7 @@ fn collect_reads_every_page_of_runs_once() {
     assert!(from_api.iter().any(|r| r["task"] == "rollback"));
 
     // Again: nothing new, the file is byte for byte the same.
-    let (_, stderr) = collect();
+    let stderr = collect();
     assert!(stderr.contains("95 already collected"), "{stderr}");
     assert!(
         stderr.contains("imported 0 (duplicates skipped: 1)"),
@@ -798,11 +765,11 @@ fn collect_reads_every_page_of_runs_once() {
     );
 
     // The report counts the `wms deploy` record inside run ids[0] once, as that run.
-    let mut c = wms(tmp.path());
-    c.args(["compare", "report", "--records"])
+    let c = wms(tmp.path())
+        .args(["compare", "report", "--records"])
         .arg(&records)
         .args(["--out", "r.md"]);
-    run_ok(c);
+    c.ok();
     let md = fs_err::read_to_string(tmp.path().join("r.md")).unwrap();
     assert!(
         md.contains("1 record(s) that `wms deploy` wrote inside a collected workflow run"),
@@ -828,8 +795,8 @@ fn collect_without_a_token_still_collects_local_records() {
     let rec = json!({"task": "config", "method": "automated", "started": "2026-05-28T21:00:00Z",
         "finished": "2026-05-28T21:00:04Z", "outcome": "success", "source": {"command": "wms deploy config"}});
     fs_err::write(artifact.join("automated.jsonl"), format!("{rec}\n")).unwrap();
-    let mut c = wms(tmp.path());
-    c.env("GITHUB_API_URL", api.url())
+    let c = wms(tmp.path())
+        .env("GITHUB_API_URL", api.url())
         .args([
             "compare",
             "collect",
@@ -842,7 +809,7 @@ fn collect_without_a_token_still_collects_local_records() {
         .arg(&records)
         .arg("--from")
         .arg(&artifact);
-    let (_, stderr) = run_ok(c);
+    let stderr = c.ok().stderr();
     assert!(stderr.contains("no token"), "{stderr}");
     assert!(
         stderr.contains("GitHub Actions API part was skipped"),
@@ -858,26 +825,25 @@ fn collect_without_a_token_still_collects_local_records() {
     assert!(text.lines().nth(1).unwrap().contains("\"task\":\"config\""));
 
     // Bad flags: one line each, exit 2.
+    let mut lines = Vec::new();
     for (flag, value) in [
         ("--repo", "not-a-repo"),
         ("--workflow", "../evil.yml"),
         ("--since", "yesterday"),
     ] {
-        let mut c = wms(tmp.path());
-        c.args(["compare", "collect", "--records"])
+        let c = wms(tmp.path())
+            .args(["compare", "collect", "--records"])
             .arg(&records)
             .args([flag, value]);
-        if flag != "--workflow" {
-            c.args(["--workflow", "deploy.yml"]);
-        }
-        let out = c.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
-        assert!(
-            stderr.contains(flag) && stderr.contains("hint:"),
-            "{stderr}"
-        );
+        let c = if flag != "--workflow" {
+            c.args(["--workflow", "deploy.yml"])
+        } else {
+            c
+        };
+        lines.push(c.fails(2).error_line());
     }
+    let _redacted = util::redactions().bind_to_scope();
+    insta::assert_snapshot!("compare_collect_bad_flags", lines.join("\n"));
 }
 
 #[test]
@@ -893,8 +859,8 @@ fn collect_with_a_bad_token_fails_in_one_line_and_keeps_the_imports() {
     let rec = json!({"task": "cleanup", "method": "automated", "started": "2026-05-28T21:00:00Z",
         "finished": "2026-05-28T21:00:02Z", "outcome": "success", "source": {"command": "wms deploy cleanup"}});
     fs_err::write(artifact.join("automated.jsonl"), format!("{rec}\n")).unwrap();
-    let mut c = wms(tmp.path());
-    c.env("GITHUB_API_URL", api.url())
+    let c = wms(tmp.path())
+        .env("GITHUB_API_URL", api.url())
         .env("GITHUB_TOKEN", "not-a-token")
         .args([
             "compare",
@@ -908,10 +874,9 @@ fn collect_with_a_bad_token_fails_in_one_line_and_keeps_the_imports() {
         .arg(&records)
         .arg("--from")
         .arg(&artifact);
-    let out = c.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let out = c.fails(1);
+    let stderr = out.stderr();
+    assert_eq!(stderr.trim().lines().count(), 1, "{out}");
     assert!(
         stderr.contains("401") && stderr.contains("hint:"),
         "{stderr}"

@@ -101,21 +101,6 @@ fn cases(dir: &Path) -> Vec<Case> {
     vec![case(chart::example_spec(), dir), case(other, dir)]
 }
 
-/// `wms deploy render ARGS`: its stdout.
-fn wms_render(args: &[String]) -> String {
-    let out = util::bin("wms")
-        .args(args)
-        .env_remove("GITHUB_SHA")
-        .output()
-        .expect("run wms");
-    assert!(
-        out.status.success(),
-        "wms {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The documents of a YAML stream as JSON values (empty documents dropped).
 fn documents(yaml: &str) -> Vec<Value> {
     use serde::Deserialize as _;
@@ -173,7 +158,7 @@ fn rendered_objects_pass_the_kubernetes_schemas_strictly() {
     let dir = tempfile::tempdir().unwrap();
     let version = newest_schema_version();
     for case in cases(dir.path()) {
-        let objects = documents(&wms_render(&case.args));
+        let objects = documents(&util::wms().args(&case.args).ok().stdout());
         // ServiceMonitor is a CRD (monitoring.coreos.com) that the Kubernetes schemas do not
         // have; `service_monitor_selects_the_service_metrics_port` checks it instead.
         let (core, crds): (Vec<Value>, Vec<Value>) = objects
@@ -197,7 +182,7 @@ fn kubernetes_validate_refuses_what_the_api_server_would() {
     let dir = tempfile::tempdir().unwrap();
     let version = newest_schema_version();
     let cases = cases(dir.path());
-    let objects = documents(&wms_render(&cases[0].args));
+    let objects = documents(&util::wms().args(&cases[0].args).ok().stdout());
     let deployment = objects
         .iter()
         .find(|o| o["kind"] == "Deployment")
@@ -220,7 +205,7 @@ fn service_monitor_selects_the_service_metrics_port() {
     let dir = tempfile::tempdir().unwrap();
     let case = cases(dir.path()).pop().unwrap();
     assert!(case.spec.service_monitor);
-    let objects = documents(&wms_render(&case.args));
+    let objects = documents(&util::wms().args(&case.args).ok().stdout());
     let sm = objects
         .iter()
         .find(|o| o["kind"] == "ServiceMonitor")
@@ -399,7 +384,7 @@ fn chart_with_its_values_gives_what_render_prints() {
             }
         }
         let from_chart = documents(&stream);
-        let printed = documents(&wms_render(&case.args));
+        let printed = documents(&util::wms().args(&case.args).ok().stdout());
         assert_eq!(
             from_chart.len(),
             printed.len(),

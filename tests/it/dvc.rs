@@ -8,8 +8,11 @@
 //! `.dvc/config` that chooses where the signed requests go.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::util::TestCommand;
 
 use crate::{servers, util};
 
@@ -74,20 +77,28 @@ impl Sandbox {
         ] {
             cmd.env_remove(var);
         }
-        cmd.env("WMS_DVC_TRUST_ENDPOINT", "1");
-        cmd.env("HOME", self.path("home"))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("DVC_NO_ANALYTICS", "1")
-            .env("DVC_GLOBAL_CONFIG_DIR", self.path("dvc-global"))
-            .env("DVC_SYSTEM_CONFIG_DIR", self.path("dvc-system"))
-            .env("DVC_SITE_CACHE_DIR", self.path("dvc-site"))
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com");
+        cmd.envs(self.vars());
+    }
+
+    /// The variables [`Sandbox::env`] sets.
+    fn vars(&self) -> Vec<(&'static str, OsString)> {
+        let path = |rel: &str| self.path(rel).into_os_string();
+        vec![
+            ("WMS_DVC_TRUST_ENDPOINT", "1".into()),
+            ("HOME", path("home")),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("DVC_NO_ANALYTICS", "1".into()),
+            ("DVC_GLOBAL_CONFIG_DIR", path("dvc-global")),
+            ("DVC_SYSTEM_CONFIG_DIR", path("dvc-system")),
+            ("DVC_SITE_CACHE_DIR", path("dvc-site")),
+            ("GIT_AUTHOR_NAME", "t".into()),
+            ("GIT_AUTHOR_EMAIL", "t@example.com".into()),
+            ("GIT_COMMITTER_NAME", "t".into()),
+            ("GIT_COMMITTER_EMAIL", "t@example.com".into()),
+        ]
     }
 
     pub fn run(&self, mut cmd: Command, dir: &Path) -> Output {
@@ -121,10 +132,9 @@ impl Sandbox {
         self.ok(cmd, dir)
     }
 
-    pub fn wms(&self, dir: &Path, args: &[&str]) -> Output {
-        let mut cmd = util::bin("wms");
-        cmd.args(args);
-        self.run(cmd, dir)
+    /// `wms ARGS` in `dir`: the clean environment plus this sandbox's variables.
+    pub fn wms(&self, dir: &Path, args: &[&str]) -> TestCommand {
+        util::wms().args(args).current_dir(dir).envs(self.vars())
     }
 
     /// A git + dvc repository whose default remote is this sandbox's bucket on moto.
@@ -237,23 +247,6 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed:\nstdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-}
-
 #[test]
 fn dvc_push_then_wms_pull_reproduces_the_files_byte_for_byte() {
     let sb = Sandbox::new("dvc2wms");
@@ -266,13 +259,12 @@ fn dvc_push_then_wms_pull_reproduces_the_files_byte_for_byte() {
     sb.dvc(&a, &["push", "-q"]);
 
     let b = sb.clone(&a, "b");
-    let out = sb.wms(&b, &["data", "pull", "--jobs", "8"]);
-    assert_ok(&out, "wms data pull");
+    let out = sb.wms(&b, &["data", "pull", "--jobs", "8"]).ok();
     // 40 + 5 files, one duplicate content, one manifest, one single-file output.
     assert!(
-        stdout(&out).contains("pulled 46 of 46 object(s)"),
+        out.stdout().contains("pulled 46 of 46 object(s)"),
         "{}",
-        stdout(&out)
+        out.stdout()
     );
     assert_eq!(tree(&b.join("data/images")), tree(&a.join("data/images")));
     assert_eq!(
@@ -285,13 +277,12 @@ fn dvc_push_then_wms_pull_reproduces_the_files_byte_for_byte() {
     let status = sb.dvc(&b, &["status"]);
     assert!(status.contains("up to date"), "{status}");
     // A second pull moves nothing and rewrites nothing.
-    let again = sb.wms(&b, &["data", "pull"]);
-    assert_ok(&again, "second pull");
+    let again = sb.wms(&b, &["data", "pull"]).ok();
     assert!(
-        stdout(&again).contains("pulled 0 of 46 object(s)")
-            && stdout(&again).contains("0 file(s) written, 46 unchanged"),
+        again.stdout().contains("pulled 0 of 46 object(s)")
+            && again.stdout().contains("0 file(s) written, 46 unchanged"),
         "{}",
-        stdout(&again)
+        again.stdout()
     );
 }
 
@@ -301,8 +292,7 @@ fn wms_add_and_push_then_dvc_pull_is_clean() {
     let a = sb.repo("a");
     write_dataset(&a.join("data/images"), 30);
     fs_err::write(a.join("data/.gitignore"), "/scratch").unwrap();
-    let out = sb.wms(&a, &["data", "add", "data/images"]);
-    assert_ok(&out, "wms data add");
+    sb.wms(&a, &["data", "add", "data/images"]).ok();
 
     // The same directory added by dvc in a twin repository gives identical bytes.
     let twin = sb.repo("twin");
@@ -319,19 +309,17 @@ fn wms_add_and_push_then_dvc_pull_is_clean() {
     assert_eq!(tree(&a.join(".dvc/cache")), tree(&twin.join(".dvc/cache")));
 
     sb.commit_all(&a, "data");
-    let out = sb.wms(&a, &["data", "push", "--jobs", "4"]);
-    assert_ok(&out, "wms data push");
+    let out = sb.wms(&a, &["data", "push", "--jobs", "4"]).ok();
     assert!(
-        stdout(&out).contains("pushed 35 of 35 object(s)"),
+        out.stdout().contains("pushed 35 of 35 object(s)"),
         "{}",
-        stdout(&out)
+        out.stdout()
     );
-    let again = sb.wms(&a, &["data", "push"]);
-    assert_ok(&again, "second push");
+    let again = sb.wms(&a, &["data", "push"]).ok();
     assert!(
-        stdout(&again).contains("pushed 0 of 35"),
+        again.stdout().contains("pushed 0 of 35"),
         "{}",
-        stdout(&again)
+        again.stdout()
     );
 
     let b = sb.clone(&a, "b");
@@ -371,23 +359,21 @@ fn an_interrupted_pull_resumes_without_downloading_finished_objects() {
     let b = sb.clone(&a, "b");
     // The hook starts at most 10 downloads (the manifest and 9 files), then stops the pull
     // the way a kill between objects would: nothing checked out, finished objects cached.
-    let mut cmd = util::bin("wms");
-    cmd.args(["data", "pull", "--jobs", "4"]);
-    sb.env(&mut cmd);
-    cmd.env("WMS_DATA_PULL_STOP_AFTER", "10").current_dir(&b);
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "{}", stdout(&out));
-    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let out = sb
+        .wms(&b, &["data", "pull", "--jobs", "4"])
+        .env("WMS_DATA_PULL_STOP_AFTER", "10")
+        .fails(1);
+    assert!(out.stderr().contains("interrupted"), "{out}");
     let first = cache_inodes(&b);
     assert_eq!(first.len(), 10, "{first:?}");
     assert!(!b.join("data/images").exists());
 
-    let out = sb.wms(&b, &["data", "pull", "--jobs", "4"]);
-    assert_ok(&out, "resumed pull");
+    let out = sb.wms(&b, &["data", "pull", "--jobs", "4"]).ok();
     assert!(
-        stdout(&out).contains(&format!("pulled {} of {total} object(s)", total - 10)),
+        out.stdout()
+            .contains(&format!("pulled {} of {total} object(s)", total - 10)),
         "{}",
-        stdout(&out)
+        out.stdout()
     );
     let second = cache_inodes(&b);
     for (k, ino) in &first {
@@ -407,7 +393,7 @@ fn a_corrupted_remote_object_is_reported_by_name_and_never_written() {
     write_dataset(&a.join("data/images"), 6);
     sb.dvc(&a, &["add", "-q", "data/images"]);
     sb.commit_all(&a, "data");
-    assert_ok(&sb.wms(&a, &["data", "push"]), "push");
+    sb.wms(&a, &["data", "push"]).ok();
 
     // Replace the object of data/images/f003.bin in the bucket with other bytes.
     let good = fs_err::read(a.join("data/images/f003.bin")).unwrap();
@@ -428,10 +414,7 @@ fn a_corrupted_remote_object_is_reported_by_name_and_never_written() {
     });
 
     let b = sb.clone(&a, "b");
-    let out = sb.wms(&b, &["data", "pull"]);
-    assert!(!out.status.success());
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let err = sb.wms(&b, &["data", "pull"]).fails(1).stderr();
     assert!(
         err.contains("data/images/f003.bin") && err.contains("corrupted") && err.contains(&key),
         "{err}"
@@ -543,28 +526,21 @@ fn hostile_file(root: &Path, name: &str, path: &str, bytes: &[u8]) {
     .unwrap();
 }
 
-/// Asserts the one-line refusal (exit 1) and returns it.
-fn refusal(out: &Output) -> String {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}\nstderr: {err}",
-        stdout(out)
-    );
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("hint:"), "{err}");
+/// Runs `cmd`, asserts the one-line refusal (exit 1) and returns it.
+#[track_caller]
+fn refusal(cmd: TestCommand) -> String {
+    let out = cmd.fails(1);
+    let err = out.stderr();
+    assert_eq!(err.trim().lines().count(), 1, "{out}");
+    assert!(err.contains("hint:"), "{out}");
     err
 }
 
 /// `wms` with the sandbox's env but without the allowance to use the repository's endpoint.
-fn wms_untrusting(sb: &Sandbox, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = util::bin("wms");
-    cmd.args(args);
-    sb.env(&mut cmd);
-    cmd.env_remove("WMS_DVC_TRUST_ENDPOINT")
-        .envs(env.iter().copied());
-    cmd.current_dir(dir).output().unwrap()
+fn wms_untrusting(sb: &Sandbox, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestCommand {
+    sb.wms(dir, args)
+        .env_remove("WMS_DVC_TRUST_ENDPOINT")
+        .envs(env.iter().copied())
 }
 
 #[test]
@@ -575,7 +551,7 @@ fn issue11_pull_refuses_dotdot_relpath() {
         &root,
         &[("a.txt", b"fine\n"), ("../../../escape.txt", b"pwned\n")],
     );
-    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    let err = refusal(sb.wms(&root, &["data", "pull"]));
     assert!(
         err.contains("../../../escape.txt") && err.contains("data/images") && err.contains(".dir"),
         "{err}"
@@ -590,7 +566,7 @@ fn issue11_pull_refuses_absolute_relpath() {
     let (sb, trap, root) = trapped_repo("abs");
     let target = sb.path("abs-escape.txt");
     hostile_dir(&root, &[(target.to_str().unwrap(), b"pwned\n")]);
-    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    let err = refusal(sb.wms(&root, &["data", "pull"]));
     assert!(
         err.contains("absolute") && err.contains("data/images"),
         "{err}"
@@ -609,7 +585,7 @@ fn issue11_pull_does_not_follow_a_committed_symlinked_directory() {
     // A directory inside the output committed as a link out of the workspace.
     fs_err::create_dir_all(root.join("data/images")).unwrap();
     symlink(&outside, root.join("data/images/sub")).unwrap();
-    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    let err = refusal(sb.wms(&root, &["data", "pull"]));
     assert!(
         err.contains("symbolic link") && err.contains("data/images/sub"),
         "{err}"
@@ -618,7 +594,7 @@ fn issue11_pull_does_not_follow_a_committed_symlinked_directory() {
     // The output directory itself committed as a link: the same.
     fs_err::remove_dir_all(root.join("data/images")).unwrap();
     symlink(&outside, root.join("data/images")).unwrap();
-    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    let err = refusal(sb.wms(&root, &["data", "pull"]));
     assert!(err.contains("symbolic link"), "{err}");
     assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
     trap.assert_untouched();
@@ -633,8 +609,7 @@ fn issue11_pull_replaces_a_committed_file_link_instead_of_writing_through_it() {
     hostile_dir(&root, &[("a.txt", b"data\n")]);
     fs_err::create_dir_all(root.join("data/images")).unwrap();
     symlink(&victim, root.join("data/images/a.txt")).unwrap();
-    let out = sb.wms(&root, &["data", "pull"]);
-    assert_ok(&out, "pull over a committed link");
+    sb.wms(&root, &["data", "pull"]).ok();
     assert_eq!(fs_err::read_to_string(&victim).unwrap(), "original\n");
     let written = root.join("data/images/a.txt");
     assert!(fs_err::symlink_metadata(&written).unwrap().is_file());
@@ -653,7 +628,7 @@ fn issue11_pull_refuses_an_output_path_outside_the_workspace() {
     {
         let root = hand_repo(&sb, &format!("r{i}"), &trap.url());
         hostile_file(&root, "x", path, b"pwned\n");
-        let err = refusal(&sb.wms(&root, &["data", "pull"]));
+        let err = refusal(sb.wms(&root, &["data", "pull"]));
         assert!(
             err.contains("data/x.dvc") && err.contains("`path`"),
             "{err}"
@@ -669,7 +644,7 @@ fn issue11_pull_refuses_an_output_path_outside_the_workspace() {
         ),
     )
     .unwrap();
-    let err = refusal(&sb.wms(&root, &["data", "pull"]));
+    let err = refusal(sb.wms(&root, &["data", "pull"]));
     assert!(err.contains("dvc.lock") && err.contains(".."), "{err}");
     for escaped in ["escape-out.txt", "abs-out.txt", "escape-lock.txt"] {
         assert!(!sb.path(escaped).exists(), "{escaped} written");
@@ -687,7 +662,7 @@ fn issue11_add_refuses_a_symlink_to_a_file_outside_the_repository() {
     let secret = sb.path("credentials");
     fs_err::write(&secret, "aws_secret_access_key = hunter2\n").unwrap();
     symlink(&secret, root.join("data/creds")).unwrap();
-    let err = refusal(&sb.wms(&root, &["data", "add", "data/creds"]));
+    let err = refusal(sb.wms(&root, &["data", "add", "data/creds"]));
     assert!(
         err.contains("data/creds") && err.contains("outside"),
         "{err}"
@@ -695,13 +670,13 @@ fn issue11_add_refuses_a_symlink_to_a_file_outside_the_repository() {
     // Inside a directory: the process environment, as in the reported attack.
     fs_err::write(root.join("data/images/ok.txt"), "ok\n").unwrap();
     symlink("/proc/self/environ", root.join("data/images/leak")).unwrap();
-    let err = refusal(&sb.wms(&root, &["data", "add", "data/images"]));
+    let err = refusal(sb.wms(&root, &["data", "add", "data/images"]));
     assert!(err.contains("leak") && err.contains("outside"), "{err}");
     // Into the repository's own .git (the checkout's token lives in .git/config).
     fs_err::create_dir_all(root.join(".git")).unwrap();
     fs_err::write(root.join(".git/config"), "extraheader = AUTHORIZATION: x\n").unwrap();
     symlink("../.git/config", root.join("data/gitconfig")).unwrap();
-    let err = refusal(&sb.wms(&root, &["data", "add", "data/gitconfig"]));
+    let err = refusal(sb.wms(&root, &["data", "add", "data/gitconfig"]));
     assert!(err.contains(".git"), "{err}");
     assert!(!root.join(".dvc/cache").exists(), "something was hashed");
     for f in ["data/creds.dvc", "data/images.dvc", "data/gitconfig.dvc"] {
@@ -711,9 +686,8 @@ fn issue11_add_refuses_a_symlink_to_a_file_outside_the_repository() {
     fs_err::remove_file(root.join("data/images/leak")).unwrap();
     symlink("../../README.md", root.join("data/images/readme")).unwrap();
     fs_err::write(root.join("README.md"), "hello\n").unwrap();
-    let out = sb.wms(&root, &["data", "add", "data/images"]);
-    assert_ok(&out, "add with an inside link");
-    assert!(stdout(&out).contains("(2 file(s)"), "{}", stdout(&out));
+    let out = sb.wms(&root, &["data", "add", "data/images"]).ok();
+    assert!(out.stdout().contains("(2 file(s)"), "{}", out.stdout());
 }
 
 #[test]
@@ -727,7 +701,7 @@ fn issue11_a_repository_endpoint_is_not_used_without_the_allowance() {
     )
     .unwrap();
     for args in [&["data", "pull"][..], &["data", "push", "data/y.dvc"]] {
-        let err = refusal(&wms_untrusting(&sb, &root, args, &[]));
+        let err = refusal(wms_untrusting(&sb, &root, args, &[]));
         assert!(
             err.contains(".dvc/config")
                 && err.contains(&trap.url())
@@ -751,7 +725,7 @@ fn issue11_a_repository_endpoint_is_not_used_without_the_allowance() {
         format!("['remote \"storage\"']\n    endpointurl = {}\n", trap.url()),
     )
     .unwrap();
-    let err = refusal(&wms_untrusting(&sb, &root, &["data", "pull"], &[]));
+    let err = refusal(wms_untrusting(&sb, &root, &["data", "pull"], &[]));
     assert!(err.contains(".dvc/config.local"), "{err}");
     trap.assert_untouched();
 }
@@ -768,13 +742,13 @@ fn issue11_the_workflows_endpoint_replaces_the_repositorys() {
         &root,
         &["data", "push"],
         &[("WMS_DVC_ENDPOINT_URL", moto)],
-    );
-    assert_ok(&out, "push to the workflow's endpoint");
-    assert!(stdout(&out).contains("pushed 1 of 1"), "{}", stdout(&out));
+    )
+    .ok();
+    assert!(out.stdout().contains("pushed 1 of 1"), "{}", out.stdout());
     // The flag does the same, and wins over a repository endpoint that is trusted.
     fs_err::remove_dir_all(root.join(".dvc/cache")).unwrap();
-    let out = sb.wms(&root, &["data", "pull", "--endpoint-url", moto]);
-    assert_ok(&out, "pull from the workflow's endpoint");
+    sb.wms(&root, &["data", "pull", "--endpoint-url", moto])
+        .ok();
     assert_eq!(fs_err::read(root.join("data/y.txt")).unwrap(), b"pushed\n");
     trap.assert_untouched();
 }
@@ -786,7 +760,7 @@ fn issue11_plain_http_to_a_non_loopback_host_is_refused_even_when_allowed() {
     let far = "http://203.0.113.7:9000";
     let root = hand_repo(&sb, "a", far);
     hostile_file(&root, "y", "y.txt", b"cached\n");
-    let err = refusal(&sb.wms(&root, &["data", "push"]));
+    let err = refusal(sb.wms(&root, &["data", "push"]));
     assert!(
         err.contains("plain HTTP")
             && err.contains(far)
@@ -796,7 +770,7 @@ fn issue11_plain_http_to_a_non_loopback_host_is_refused_even_when_allowed() {
         "{err}"
     );
     // The workflow's own endpoint is held to the same rule.
-    let err = refusal(&wms_untrusting(
+    let err = refusal(wms_untrusting(
         &sb,
         &root,
         &["data", "pull"],

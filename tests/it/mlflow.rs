@@ -3,14 +3,13 @@
 //! `wms promote` moving the `production` alias, and S3 artifact uploads against moto.
 //! Runs are read back with plain HTTP requests, not through wms's own client.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{Value, json};
 
 use crate::servers;
-use crate::util::bin;
+use crate::util::{self, TestCommand, bin};
 
 /// A name no other test (or earlier run of this one) uses.
 fn unique(prefix: &str) -> String {
@@ -103,7 +102,8 @@ fn list_artifacts(experiment_id: &str, run_id: &str, path: &str) -> Vec<String> 
     names
 }
 
-fn outputs(file: &Path) -> BTreeMap<String, String> {
+#[cfg(feature = "train")]
+fn outputs(file: &Path) -> std::collections::BTreeMap<String, String> {
     let text = fs_err::read_to_string(file).unwrap();
     wms::github::actions::parse_file_command("GITHUB_OUTPUT", &text)
         .unwrap()
@@ -111,13 +111,12 @@ fn outputs(file: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn wms(args: &[&str], github_output: &Path) -> Output {
-    bin("wms")
+/// `wms ARGS` as a step against the tracking server, with a `$GITHUB_OUTPUT` of its own.
+fn wms(args: &[&str]) -> TestCommand {
+    util::wms()
         .args(args)
         .env("MLFLOW_TRACKING_URI", &servers::mlflow().url)
-        .env("GITHUB_OUTPUT", github_output)
-        .output()
-        .unwrap()
+        .step_outputs()
 }
 
 /// A run made through the REST API: final metrics and a `model/` artifact, like wms-train's.
@@ -185,107 +184,62 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn gate_and_promote_move_production_and_a_worse_candidate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let gh = dir.path().join("github_output");
     let model = unique("meters");
     let experiment = unique("gate");
+    let gate = |candidate: &Path, extra: &[&str]| {
+        wms(&["gate", "--model-name", &model])
+            .arg("--candidate")
+            .arg(candidate)
+            .args(extra)
+    };
 
     // No production model yet: the gate passes and says why.
-    fs_err::write(&gh, "").unwrap();
     let first = write_metrics(dir.path(), "first.json", 0.80, 0.88);
-    let out = wms(
-        &[
-            "gate",
-            "--candidate",
-            first.to_str().unwrap(),
-            "--model-name",
-            &model,
-        ],
-        &gh,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(table.contains("no baseline"), "{table}");
-    assert_eq!(outputs(&gh)["improved"], "true");
+    let out = gate(&first, &[]).ok();
+    assert!(out.stdout().contains("no baseline"), "{out}");
+    assert_eq!(out.output("improved"), "true");
 
     let run1 = make_run(&experiment, 0.80, 0.88);
-    fs_err::write(&gh, "").unwrap();
-    let out = wms(&["promote", "--run-id", &run1, "--model-name", &model], &gh);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).into_owned().trim(),
-        "1"
-    );
+    let out = wms(&["promote", "--run-id", &run1, "--model-name", &model]).ok();
+    assert_eq!(out.stdout().trim(), "1");
     assert_eq!(alias_version(&model, "production").as_deref(), Some("1"));
     assert_eq!(alias_version(&model, "previous"), None);
-    assert_eq!(outputs(&gh)["version"], "1");
+    assert_eq!(out.output("version"), "1");
 
     // Worse IoU (better Dice): refused with exit 3, production untouched.
-    fs_err::write(&gh, "").unwrap();
     let worse = write_metrics(dir.path(), "worse.json", 0.75, 0.90);
-    let out = wms(
-        &[
-            "gate",
-            "--candidate",
-            worse.to_str().unwrap(),
-            "--model-name",
-            &model,
-        ],
-        &gh,
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = gate(&worse, &[]).fails(3);
+    let table = out.stdout();
     assert!(
         table.contains("| `test_iou` | 0.7500 | 0.8000 | -0.0500 |"),
         "{table}"
     );
     assert!(table.contains("| production \\(v1\\) |"), "{table}");
+    let not_met = out.error_line().replace(&model, "[MODEL]");
+    assert_eq!(out.output("improved"), "false");
     assert!(
-        stderr(&out).contains("quality gate not met"),
+        out.output("table").contains("**fail**"),
         "{}",
-        stderr(&out)
+        out.output("table")
     );
-    let o = outputs(&gh);
-    assert_eq!(o["improved"], "false");
-    assert!(o["table"].contains("**fail**"), "{}", o["table"]);
     assert_eq!(alias_version(&model, "production").as_deref(), Some("1"));
 
     // An absolute minimum fails even a better model.
-    fs_err::write(&gh, "").unwrap();
     let better = write_metrics(dir.path(), "better.json", 0.85, 0.91);
-    let out = wms(
-        &[
-            "gate",
-            "--candidate",
-            better.to_str().unwrap(),
-            "--model-name",
-            &model,
-            "--min",
-            "test_iou=0.9",
-        ],
-        &gh,
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let below_min = gate(&better, &["--min", "test_iou=0.9"])
+        .fails(3)
+        .error_line()
+        .replace(&model, "[MODEL]");
+    {
+        let _redacted = util::redactions().bind_to_scope();
+        insta::assert_snapshot!("gate_not_met", format!("{not_met}\n{below_min}"));
+    }
 
     // Better on both: passes; promoting it keeps version 1 as `previous`.
-    fs_err::write(&gh, "").unwrap();
-    let out = wms(
-        &[
-            "gate",
-            "--candidate",
-            better.to_str().unwrap(),
-            "--model-name",
-            &model,
-        ],
-        &gh,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    gate(&better, &[]).ok();
     let run2 = make_run(&experiment, 0.85, 0.91);
-    let out = wms(&["promote", "--run-id", &run2, "--model-name", &model], &gh);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).into_owned().trim(),
-        "2"
-    );
+    let out = wms(&["promote", "--run-id", &run2, "--model-name", &model]).ok();
+    assert_eq!(out.stdout().trim(), "2");
     assert_eq!(alias_version(&model, "production").as_deref(), Some("2"));
     assert_eq!(alias_version(&model, "previous").as_deref(), Some("1"));
     let v2 = api_get("model-versions/get", &[("name", &model), ("version", "2")]);
@@ -299,8 +253,7 @@ fn gate_and_promote_move_production_and_a_worse_candidate_is_refused() {
     );
 
     // Rollback is one call.
-    let out = wms(&["promote", "--rollback", "--model-name", &model], &gh);
-    assert!(out.status.success(), "{}", stderr(&out));
+    wms(&["promote", "--rollback", "--model-name", &model]).ok();
     assert_eq!(alias_version(&model, "production").as_deref(), Some("1"));
     assert_eq!(alias_version(&model, "previous").as_deref(), Some("2"));
 }
@@ -308,39 +261,29 @@ fn gate_and_promote_move_production_and_a_worse_candidate_is_refused() {
 #[test]
 fn gate_against_a_baseline_file_needs_no_server() {
     let dir = tempfile::tempdir().unwrap();
-    let gh = dir.path().join("github_output");
-    fs_err::write(&gh, "").unwrap();
     let base = write_metrics(dir.path(), "base.json", 0.80, 0.88);
     let cand = write_metrics(dir.path(), "cand.json", 0.81, 0.87);
-    let out = bin("wms")
+    let out = util::wms()
         .args(["gate", "--candidate"])
         .arg(&cand)
         .arg("--baseline")
         .arg(&base)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .env("GITHUB_OUTPUT", &gh)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        .step_outputs()
+        .fails(3);
     assert!(
-        table.contains("| `test_dice` | 0.8700 | 0.8800 | -0.0100 |"),
-        "{table}"
+        out.stdout()
+            .contains("| `test_dice` | 0.8700 | 0.8800 | -0.0100 |"),
+        "{out}"
     );
+    assert_eq!(out.output("improved"), "false");
     // --model-name without a server is a usage error that says what to set.
-    let out = bin("wms")
+    let out = util::wms()
         .args(["gate", "--candidate"])
         .arg(&cand)
         .args(["--model-name", "m"])
-        .env_remove("MLFLOW_TRACKING_URI")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("MLFLOW_TRACKING_URI"),
-        "{}",
-        stderr(&out)
-    );
+        .fails(2);
+    let _redacted = util::redactions().bind_to_scope();
+    insta::assert_snapshot!("gate_model_name_without_server", out.error_line());
 }
 
 /// The library's registry calls against the real server: aliases set / get / delete, search.
@@ -549,17 +492,17 @@ fn issue11_credentials_in_the_tracking_uri_are_masked_and_never_printed() {
 
 #[cfg(feature = "train")]
 mod training {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn synth(dir: &Path) -> PathBuf {
         let data = dir.join("data");
-        let out = bin("wms")
+        util::wms()
             .args(["data", "synth", "--out"])
             .arg(&data)
             .args(["--count", "32", "--size", "64x64", "--seed", "11"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+            .ok();
         data
     }
 
@@ -737,35 +680,17 @@ mod training {
         // The trained run goes through the gate (no production yet) and becomes production.
         let model = unique("trained");
         let metrics_file = out_dir.join("metrics.json");
-        let gate = wms(
-            &[
-                "gate",
-                "--candidate",
-                metrics_file.to_str().unwrap(),
-                "--model-name",
-                &model,
-            ],
-            &gh,
-        );
-        assert!(gate.status.success(), "{}", stderr(&gate));
-        let promote = wms(
-            &["promote", "--run-id", &run_id, "--model-name", &model],
-            &gh,
-        );
-        assert!(promote.status.success(), "{}", stderr(&promote));
+        wms(&["gate", "--model-name", &model])
+            .arg("--candidate")
+            .arg(&metrics_file)
+            .ok();
+        wms(&["promote", "--run-id", &run_id, "--model-name", &model]).ok();
         assert_eq!(alias_version(&model, "production").as_deref(), Some("1"));
         // Production's metrics are what the next gate compares with: the same run cannot beat it.
-        let again = wms(
-            &[
-                "gate",
-                "--candidate",
-                metrics_file.to_str().unwrap(),
-                "--model-name",
-                &model,
-            ],
-            &gh,
-        );
-        assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+        wms(&["gate", "--model-name", &model])
+            .arg("--candidate")
+            .arg(&metrics_file)
+            .fails(3);
     }
 
     /// SIGTERM during training: the run ends KILLED (not RUNNING forever) and the process exits

@@ -3,12 +3,11 @@
 //! Chromium, `tools/mermaid`).
 
 use std::path::PathBuf;
-use std::process::Output;
 
 use serde_json::{Value, json};
 
 use crate::github_api::{GitHubApi, Token};
-use crate::util::{bin, mmdc};
+use crate::util::{TestCommand, TestOutput, mmdc, wms};
 
 const REPO: &str = "octo-org/water-meters";
 const MARKER: &str = "<!-- wms-report:water-meters-unet -->";
@@ -91,7 +90,7 @@ impl Fixture {
     }
 
     /// `wms report pr` as a pull_request job would run it.
-    fn report(&self, api: &GitHubApi, token: Option<&str>, extra: &[&str]) -> Output {
+    fn report(&self, api: &GitHubApi, token: Option<&str>, extra: &[&str]) -> TestCommand {
         let mut args: Vec<String> = ["report", "pr", "--metrics"]
             .iter()
             .map(|s| s.to_string())
@@ -110,7 +109,7 @@ impl Fixture {
         self.run(api, token, &args)
     }
 
-    fn run(&self, api: &GitHubApi, token: Option<&str>, args: &[String]) -> Output {
+    fn run(&self, api: &GitHubApi, token: Option<&str>, args: &[String]) -> TestCommand {
         let event = self.path("event.json");
         fs_err::write(
             &event,
@@ -119,16 +118,8 @@ impl Fixture {
             .to_string(),
         )
         .unwrap();
-        let mut cmd = bin("wms");
-        for var in [
-            "GITHUB_TOKEN",
-            "INPUT_TOKEN",
-            "MLFLOW_TRACKING_URI",
-            "GITHUB_WORKSPACE",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.args(args)
+        let mut cmd = wms()
+            .args(args)
             .current_dir(self.dir.path())
             .env("GITHUB_ACTIONS", "true")
             .env("GITHUB_API_URL", api.url())
@@ -137,22 +128,18 @@ impl Fixture {
             .env("GITHUB_EVENT_NAME", "pull_request")
             .env("GITHUB_EVENT_PATH", &event)
             .env("GITHUB_STEP_SUMMARY", self.path("summary.md"))
-            .env("GITHUB_OUTPUT", self.path("output.txt"))
+            .github_output(self.path("output.txt"))
             .env("GITHUB_SERVER_URL", "https://github.com")
             .env("GITHUB_RUN_ID", "99");
         if let Some(t) = token {
-            cmd.env("GITHUB_TOKEN", t);
+            cmd = cmd.env("GITHUB_TOKEN", t);
         }
-        cmd.output().unwrap()
+        cmd
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+fn text(out: &TestOutput) -> String {
+    format!("{}{}", out.stdout(), out.stderr())
 }
 
 fn api() -> GitHubApi {
@@ -177,8 +164,7 @@ fn sticky_comment_is_created_once_then_updated_across_three_runs() {
     let f = Fixture::new();
     for (run, iou) in [0.81, 0.83, 0.86].into_iter().enumerate() {
         f.metrics(iou, 0.91);
-        let out = f.report(&api, Some("app-token"), &[]);
-        assert!(out.status.success(), "run {run}: {}", text(&out));
+        f.report(&api, Some("app-token"), &[]).ok();
         let comments = api.comments(REPO, 7);
         assert_eq!(comments.len(), 1, "run {run}: {comments:?}");
         let body = comments[0]["body"].as_str().unwrap();
@@ -199,8 +185,8 @@ fn sticky_comment_is_created_once_then_updated_across_three_runs() {
         2
     );
     // Another model gets its own comment.
-    let out = f.report(&api, Some("app-token"), &["--model", "meter-digits"]);
-    assert!(out.status.success(), "{}", text(&out));
+    f.report(&api, Some("app-token"), &["--model", "meter-digits"])
+        .ok();
     let comments = api.comments(REPO, 7);
     assert_eq!(comments.len(), 2);
     assert!(
@@ -232,8 +218,7 @@ fn the_marker_is_found_on_page_three() {
         &format!("{MARKER}\nold report"),
     );
     let f = Fixture::new();
-    let out = f.report(&api, Some("app-token"), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    f.report(&api, Some("app-token"), &[]).ok();
     let comments = api.comments(REPO, 7);
     assert_eq!(comments.len(), 252, "nothing new was posted");
     let updated = comments.iter().find(|c| c["id"] == ours).unwrap();
@@ -272,8 +257,7 @@ fn with_a_user_token_only_its_own_comments_count_and_the_newest_is_updated() {
     );
     let newer = api.seed_comment(REPO, 7, "octocat", &format!("{MARKER}\nsecond"));
     let f = Fixture::new();
-    let out = f.report(&api, Some("pat"), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = f.report(&api, Some("pat"), &[]).ok();
     let all = api.comments(REPO, 7);
     let body = |id: u64| {
         all.iter().find(|c| c["id"] == id).unwrap()["body"]
@@ -294,9 +278,8 @@ fn with_a_user_token_only_its_own_comments_count_and_the_newest_is_updated() {
 fn a_fork_pull_request_gets_the_summary_and_a_warning_and_exit_0() {
     let api = api();
     let f = Fixture::new();
-    let out = f.report(&api, Some("fork-token"), &[]);
+    let out = f.report(&api, Some("fork-token"), &[]).ok();
     let t = text(&out);
-    assert!(out.status.success(), "{t}");
     assert!(api.comments(REPO, 7).is_empty());
     assert!(api.check_runs(REPO).is_empty());
     let warning = t
@@ -314,9 +297,8 @@ fn a_fork_pull_request_gets_the_summary_and_a_warning_and_exit_0() {
     );
     // Without any token: the same, and the warning says to pass one.
     let f = Fixture::new();
-    let out = f.report(&api, None, &[]);
+    let out = f.report(&api, None, &[]).ok();
     let t = text(&out);
-    assert!(out.status.success(), "{t}");
     assert!(t.contains("::warning::no GITHUB_TOKEN"), "{t}");
     assert!(f.summary().contains(MARKER));
 }
@@ -327,8 +309,7 @@ fn a_secondary_rate_limit_is_waited_out() {
     api.rate_limit_next(1, 403, 1);
     api.rate_limit_next(1, 429, 1);
     let f = Fixture::new();
-    let out = f.report(&api, Some("app-token"), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    f.report(&api, Some("app-token"), &[]).ok();
     assert_eq!(api.comments(REPO, 7).len(), 1);
     let statuses: Vec<u16> = api.requests().iter().map(|r| r.status).collect();
     assert_eq!(&statuses[..2], [403, 429], "{statuses:?}");
@@ -349,8 +330,7 @@ fn a_check_run_carries_120_annotations_in_three_requests() {
         &serde_json::to_string_pretty(&metrics).unwrap(),
     );
     f.write("baseline.json", &baseline.to_string());
-    let out = f.report(&api, Some("app-token"), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    f.report(&api, Some("app-token"), &[]).ok();
     let runs = api.check_runs(REPO);
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
@@ -389,12 +369,8 @@ fn a_check_run_carries_120_annotations_in_three_requests() {
         "baseline.json",
         &json!({"test_iou": 0.80, "test_dice": 0.88}).to_string(),
     );
-    let out = f.report(&api, Some("app-token"), &[]);
-    assert!(
-        out.status.success(),
-        "a report does not fail the job: {}",
-        text(&out)
-    );
+    // A report does not fail the job.
+    f.report(&api, Some("app-token"), &[]).ok();
     let run = &api.check_runs(REPO)[0];
     assert_eq!(run["conclusion"], "failure");
     let failures: Vec<&Value> = run["annotations"]
@@ -432,8 +408,7 @@ fn deployments_get_statuses_and_retire_the_previous_one() {
     let a = "a".repeat(40);
     let b = "b".repeat(40);
     for state in ["in_progress", "success"] {
-        let out = deploy(&a, state, "app-token");
-        assert!(out.status.success(), "{}", text(&out));
+        deploy(&a, state, "app-token").ok();
     }
     let deployments = api.deployments(REPO);
     assert_eq!(
@@ -468,8 +443,7 @@ fn deployments_get_statuses_and_retire_the_previous_one() {
 
     // The next release: a new deployment; its success retires the first one.
     for state in ["in_progress", "success"] {
-        let out = deploy(&b, state, "app-token");
-        assert!(out.status.success(), "{}", text(&out));
+        deploy(&b, state, "app-token").ok();
     }
     let deployments = api.deployments(REPO);
     assert_eq!(deployments.len(), 2);
@@ -480,17 +454,14 @@ fn deployments_get_statuses_and_retire_the_previous_one() {
     assert_eq!(states(id), ["in_progress", "success", "inactive"]);
 
     // A failed rollout is recorded as failure.
-    let out = deploy(&a, "in_progress", "app-token");
-    assert!(out.status.success(), "{}", text(&out));
-    let out = deploy(&a, "failure", "app-token");
-    assert!(out.status.success(), "{}", text(&out));
+    deploy(&a, "in_progress", "app-token").ok();
+    deploy(&a, "failure", "app-token").ok();
     let third = api.deployments(REPO)[2]["id"].as_u64().unwrap();
     assert_eq!(states(third), ["in_progress", "failure"]);
 
     // Read-only: a warning naming the permission, exit 0, nothing recorded.
-    let out = deploy(&a, "in_progress", "fork-token");
+    let out = deploy(&a, "in_progress", "fork-token").ok();
     let t = text(&out);
-    assert!(out.status.success(), "{t}");
     assert!(
         t.contains("::warning::the token lacks `deployments: write`"),
         "{t}"
@@ -516,8 +487,7 @@ fn the_comment_stays_under_65536_characters_with_a_huge_changes_file() {
         &json!({"base": "1".repeat(40), "head": "2".repeat(40), "files": files, "data": data})
             .to_string(),
     );
-    let out = f.report(&api, Some("app-token"), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    f.report(&api, Some("app-token"), &[]).ok();
     let comments = api.comments(REPO, 7);
     assert_eq!(comments.len(), 1, "GitHub accepted it");
     let body = comments[0]["body"].as_str().unwrap();
@@ -541,49 +511,37 @@ fn bad_inputs_and_api_errors_are_one_line_and_exit_1() {
     let api = api();
     let f = Fixture::new();
     f.write("metrics.json", r#"{"test_iou": "high", "test_dice": 0.9}"#);
-    let out = f.report(&api, Some("app-token"), &[]);
-    let t =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    let err = t
-        .lines()
-        .find(|l| l.starts_with("::error::"))
-        .unwrap_or_default();
-    assert!(
-        err.contains("metrics.json: field `test_iou`") && err.contains("hint:"),
-        "{t}"
-    );
+    let mut errors = Vec::new();
+    let out = f.report(&api, Some("app-token"), &[]).fails(1);
+    errors.push(error_line(&out));
     assert!(api.requests().is_empty(), "nothing was posted");
 
     let f = Fixture::new();
     fs_err::remove_file(f.path("baseline.json")).unwrap();
-    let out = f.report(&api, Some("app-token"), &[]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("cannot read") && t.contains("baseline.json"),
-        "{t}"
-    );
+    errors.push(error_line(&f.report(&api, Some("app-token"), &[]).fails(1)));
 
     let f = Fixture::new();
-    let out = f.report(&api, Some("stolen"), &[]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    assert_eq!(
-        t.lines().filter(|l| l.starts_with("::error::")).count(),
-        1,
-        "{t}"
-    );
-    assert!(t.contains("401 Bad credentials"), "{t}");
+    errors.push(error_line(&f.report(&api, Some("stolen"), &[]).fails(1)));
     assert!(
         f.summary().contains(MARKER),
         "the summary is written before any API call"
     );
 
-    let out = f.report(&api, Some("app-token"), &["--repo", "octo-org/nope"]);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("404 Not Found") && t.contains("hint:"), "{t}");
+    let out = f
+        .report(&api, Some("app-token"), &["--repo", "octo-org/nope"])
+        .fails(1);
+    errors.push(error_line(&out));
+    let _redacted = crate::util::redactions().bind_to_scope();
+    insta::assert_snapshot!("report_pr_errors", errors.join("\n"));
+}
+
+/// The one `::error::` line a failed report prints (there must be exactly one).
+#[track_caller]
+fn error_line(out: &TestOutput) -> String {
+    let t = text(out);
+    let errors: Vec<&str> = t.lines().filter(|l| l.starts_with("::error::")).collect();
+    assert_eq!(errors.len(), 1, "{out}");
+    errors[0].to_string()
 }
 
 /// The Markdown users read, with the temp dir filtered out.
@@ -591,7 +549,7 @@ fn bad_inputs_and_api_errors_are_one_line_and_exit_1() {
 fn the_report_markdown_snapshot() {
     let api = api();
     let f = Fixture::new();
-    let out = f.report(
+    f.report(
         &api,
         None,
         &[
@@ -600,78 +558,13 @@ fn the_report_markdown_snapshot() {
             "--markdown",
             "report.md",
         ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    )
+    .ok();
     let md = fs_err::read_to_string(f.path("report.md")).unwrap();
-    let md = md.replace(&f.dir.path().display().to_string(), "[TMP]");
-    let expected = r##"<!-- wms-report:water-meters-unet -->
-## wms report: `water-meters-unet` — quality gate passed ✅
-
-commit `333333333333` · [workflow run](https://github.com/octo-org/water-meters/actions/runs/99)
-
-| metric | this PR | baseline.json | Δ |
-|---|---:|---:|---|
-| `test_dice` | 0.9100 | 0.8800 | +0.0300 ↑ better |
-| `test_iou` | 0.8500 | 0.8000 | +0.0500 ↑ better |
-| `test_accuracy` | 0.9910 | 0.9900 | +0.0010 ↑ better |
-| `test_loss` | 0.0400 | 0.0500 | -0.0100 ↓ better |
-
-**Quality gate: passed ✅**
-- `test_dice` &gt; baseline (this PR 0.9100): pass
-- `test_iou` &gt; baseline (this PR 0.8500): pass
-
-### Training curves
-
-```mermaid
-%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "#1f77b4, #d62728, #2ca02c"}}}}%%
-xychart-beta
-    title "BCE loss per epoch"
-    x-axis "epoch" ["1", "2", "3", "4", "5"]
-    y-axis "BCE loss" 0 --> 1
-    line [0.6000, 0.3000, 0.2000, 0.1500, 0.1200]
-    line [0.5000, 0.2500, 0.1667, 0.1250, 0.1000]
-    line [0.5500, 0.2750, 0.1833, 0.1375, 0.1100]
-```
-
-Lines: train (blue), val (red), test (green).
-
-```mermaid
-%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "#1f77b4, #d62728, #2ca02c"}}}}%%
-xychart-beta
-    title "IoU per epoch"
-    x-axis "epoch" ["1", "2", "3", "4", "5"]
-    y-axis "IoU" 0 --> 1
-    line [0.3000, 0.6000, 0.7000, 0.7500, 0.7800]
-    line [0.3200, 0.6200, 0.7200, 0.7700, 0.8000]
-    line [0.3100, 0.6100, 0.7100, 0.7600, 0.7900]
-```
-
-Lines: train (blue), val (red), test (green).
-
-### What data changed
-
-`111111111111` → `222222222222`: 2 changed file(s), 1 DVC output(s) changed.
-
-**DVC data**
-
-- data/training: 1244 → 1489 files \(\+245\) (modified)
-
-| file | change |
-|---|---|
-| `data/training.dvc` | modified |
-| `configs/train\|<b>x</b>.yaml` | added |
-
-### Image
-
-`ghcr.io/octo-org/water-meters@sha256:abababababababababababababababababababababababababababababababab` · 17.5 MB compressed
-
-### Deployment
-
-[https://preview.example.com/pr\-7](https://preview.example.com/pr-7)
-
-<sub>Written by `wms report`; this comment is updated in place on every run.</sub>
-"##;
-    assert_eq!(md, expected, "\n--- got ---\n{md}");
+    {
+        let _redacted = crate::util::redactions().bind_to_scope();
+        insta::assert_snapshot!("report_pr_body", md);
+    }
     assert_eq!(
         f.summary(),
         fs_err::read_to_string(f.path("report.md")).unwrap()
@@ -687,8 +580,7 @@ fn the_mermaid_charts_render_in_the_real_renderer() {
     };
     let api = api();
     let f = Fixture::new();
-    let out = f.report(&api, None, &["--markdown", "report.md"]);
-    assert!(out.status.success(), "{}", text(&out));
+    f.report(&api, None, &["--markdown", "report.md"]).ok();
     let md = fs_err::read_to_string(f.path("report.md")).unwrap();
     // Each block on its own, so a failure names the chart.
     let blocks: Vec<&str> = md
@@ -713,7 +605,7 @@ fn the_mermaid_charts_render_in_the_real_renderer() {
         assert!(
             run.status.success(),
             "mmdc on chart {i}:\n{block}\n{}",
-            text(&run)
+            String::from_utf8_lossy(&run.stderr)
         );
         let svg = fs_err::read_to_string(&output).unwrap();
         let title = block

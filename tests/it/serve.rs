@@ -214,8 +214,18 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
         .header(header::ACCEPT, "application/json")
         .body(Body::from(photo_bytes.clone()))
         .unwrap();
+    let sent = Instant::now();
     let resp = app.clone().oneshot(req).await.unwrap();
+    let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
     assert_eq!(resp.status(), StatusCode::OK);
+    let total_ms: f64 = resp.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .split(", ")
+        .find_map(|e| e.strip_prefix("total;dur="))
+        .expect("a total in Server-Timing")
+        .parse()
+        .unwrap();
     let v = json(resp).await;
     let meta = &v["metadata"];
     assert_eq!(meta["model_version"], "2.1");
@@ -223,7 +233,13 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
     let coverage = meta["coverage"].as_f64().unwrap();
     let want = fg as f64 / expected.as_raw().len() as f64;
     assert!((coverage - want).abs() < 1e-9, "{coverage} vs {want}");
-    assert!(meta["latency_ms"].as_f64().unwrap() >= 0.0);
+    // The request's own time: positive (a forward pass ran), the Server-Timing total to the
+    // microsecond, and no more than the round trip the test saw.
+    let latency_ms = meta["latency_ms"].as_f64().unwrap();
+    assert!(
+        latency_ms > 0.0 && (latency_ms - total_ms).abs() < 2e-3 && latency_ms <= round_trip_ms,
+        "latency_ms {latency_ms}, Server-Timing total {total_ms}, round trip {round_trip_ms}"
+    );
     let png = base64::engine::general_purpose::STANDARD
         .decode(v["mask_base64"].as_str().unwrap())
         .unwrap();
@@ -988,6 +1004,27 @@ async fn web_page_uploads_a_photo_and_renders_the_overlay_in_chromium() {
     assert_eq!(
         outcome,
         "done 640x480 meter-mask.png data:image/png;base64,"
+    );
+    // The mask the page offers is the served one: the photo's size, and pixel for pixel the
+    // in-process answer for the same photo (the fixture's mask is mixed, so this can fail).
+    let href = cdp
+        .eval("document.querySelector('.card a.download').href")
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(
+            href.as_str()
+                .and_then(|h| h.strip_prefix("data:image/png;base64,"))
+                .expect("a PNG data URL"),
+        )
+        .unwrap();
+    let offered = image::load_from_memory(&png).unwrap().to_luma8();
+    let expected = in_process_mask(&server.model, &fs_err::read(&photo_path).unwrap());
+    let fg = expected.as_raw().iter().filter(|&&v| v == 255).count();
+    assert!(fg > 0 && fg < expected.as_raw().len(), "{fg}");
+    assert_eq!(offered.dimensions(), (640, 480));
+    assert!(
+        offered == wms::data::preprocess::resize_nearest_gray(&expected, 640, 480),
+        "the page's mask differs from the in-process mask"
     );
     // The overlay is the photo with the mask tinted: some pixels differ from the photo.
     let shot = cdp

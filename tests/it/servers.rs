@@ -6,10 +6,14 @@
 //! Each server runs under a small Python watchdog whose stdin is a pipe held by this process.
 //! When the test binary exits, for whatever reason, the pipe closes, and the watchdog kills the
 //! server's process group and removes its data directory. Nothing outlives `cargo test`.
+//!
+//! Per-test servers: git's own `git daemon` and `git http-backend` (smart HTTP) serving a
+//! directory of repositories, stopped when the test drops them.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{ChildStdin, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -246,4 +250,188 @@ pub fn start_registry_with_auth(auth: &str) -> Server {
     start("registry-auth", "/", |port, dir| {
         registry_argv_auth(port, dir, auth)
     })
+}
+
+/// `git daemon` serving a directory on 127.0.0.1 (git:// is a smart protocol, so libgit2 can
+/// fetch shallow history from it; its local-path transport cannot).
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path) -> GitDaemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The `git-daemon` program itself, not `git daemon`: the `git` wrapper runs it as a
+        // child, so killing the wrapper would leave the daemon running (and holding the test
+        // binary's stdout open) after the test.
+        let exec_path = String::from_utf8(
+            Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .expect("git --exec-path")
+                .stdout,
+        )
+        .unwrap();
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .current_dir(base)
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                base.to_str().unwrap(),
+            ])
+            // It logs an expected hang-up when libgit2 closes the connection after a fetch.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// git's smart HTTP protocol served on 127.0.0.1 by git's own `git http-backend`, run as a
+/// CGI program per request by this small HTTP/1.1 server (one request per connection). With a
+/// token set, requests without `Authorization: <token>` get 401, like a private repository.
+/// It records each request line and user agent.
+pub struct GitSmartHttp {
+    pub port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl GitSmartHttp {
+    pub fn start(root: &Path, token: Option<&str>) -> GitSmartHttp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (root, token, seen) = (root.to_path_buf(), token.map(str::to_string), log.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                if let Err(e) = Self::serve(conn, &root, token.as_deref(), &seen) {
+                    eprintln!("smart http test server: {e}");
+                }
+            }
+        });
+        GitSmartHttp { port, log }
+    }
+
+    fn serve(
+        mut conn: TcpStream,
+        root: &Path,
+        token: Option<&str>,
+        log: &std::sync::Mutex<Vec<(String, String)>>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = vec![0; header("content-length").map_or(0, |v| v.parse().unwrap())];
+        reader.read_exact(&mut body)?;
+        let request_line = request_line.trim().to_string();
+        log.lock().unwrap().push((
+            request_line.clone(),
+            header("user-agent").unwrap_or_default(),
+        ));
+        if token.is_some() && header("authorization").as_deref() != token {
+            return conn.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut cgi = Command::new("git")
+            .current_dir(root)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .arg("http-backend")
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("REQUEST_METHOD", method)
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", query)
+            .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        cgi.stdin.take().unwrap().write_all(&body)?;
+        let out = cgi.wait_with_output()?;
+        // CGI output: header lines, a blank line, the body; `Status:` sets the status.
+        let split = out
+            .stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| (i, i + 4))
+            .or_else(|| {
+                out.stdout
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|i| (i, i + 2))
+            })
+            .unwrap_or((out.stdout.len(), out.stdout.len()));
+        let head = String::from_utf8_lossy(&out.stdout[..split.0]).to_string();
+        let mut status = "200 OK".to_string();
+        let mut response = String::new();
+        for line in head.lines() {
+            match line.split_once(':') {
+                Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
+                Some(_) => response.push_str(&format!("{}\r\n", line.trim_end())),
+                None => {}
+            }
+        }
+        let payload = &out.stdout[split.1..];
+        conn.write_all(
+            format!(
+                "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+        )?;
+        conn.write_all(payload)
+    }
+
+    /// Each request's line and user agent, in order.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.log.lock().unwrap().clone()
+    }
 }
