@@ -140,7 +140,8 @@ bench-detect:
 	$(PYTHON) bench/detect/run.py "$(RELEASE)/wms" "$(BENCH_DETECT_REPO)"
 
 ## bench-train: 20 training steps at 512×512, batch 4: wms-train (tch + its data pipeline) and the
-## PyTorch eager reference (bench/train/reference.py) on this machine; images/s and the ratio.
+## PyTorch eager reference (bench/train/reference.py) on this machine, in alternating rounds;
+## images/s medians with their spread, the per-round ratio and its verdict; bench-out/train.json.
 bench-train: release
 	bash bench/train/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/train" "$(VENV)/bin/python"
 
@@ -152,8 +153,9 @@ bench-serve: release
 	bash bench/serve/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/serve" "$(VENV)"
 
 ## bench-data: `wms data pull` vs `dvc pull` of 2 000 files (~50 KB each) from a moto S3 remote the
-## script starts itself, into fresh clones, same --jobs for both; both medians and the ratio
-## (goal ≥ 2×). Work files under bench-out/data/.
+## script starts itself, into fresh clones, same --jobs for both, in alternating rounds; both
+## medians with their spread, the per-round ratio and its verdict (goal ≥ 2×). Raw results in
+## bench-out/data.json, work files under bench-out/data/.
 .PHONY: bench-data
 bench-data: bootstrap
 	cargo build $(CARGO_FLAGS) --release --bin wms

@@ -1,14 +1,17 @@
 """bench-data: `wms data pull` vs `dvc pull` of the same 2 000 small files from one S3 remote.
 
-Usage: run.py WMS_BINARY OUT_DIR VENV
+Usage: run.py WMS_BINARY OUT_DIR VENV [JSON]
 
 Starts its own moto server (S3) on a free loopback port, builds a git + DVC repository of
 N files (default 2 000) of ~50 KB random bytes under OUT_DIR, pushes them once with
 `dvc push`, then pulls into fresh clones: `wms data pull --jobs J` and `dvc pull --jobs J`
-(same J for both; default 4 x CPU cores, dvc's own default for S3), alternating, ROUNDS times
-each (default 3). Prints every timing, both medians and the ratio; checks that both clones end
-up with identical files. Nothing is cached between rounds: every pull starts from an empty
-clone (no .dvc/cache, no dvc site cache). The figures are measured here, never assumed.
+(same J for both; default 4 x CPU cores, dvc's own default for S3), one of each per round, who
+goes first alternating, ROUNDS rounds (default 5). Prints every timing, both medians with their
+spread, the per-round ratio's median and spread, and the verdict (bench/rounds.py: a ratio whose
+spread crosses the goal is not met); writes the raw timings to JSON (default OUT_DIR/../data.json).
+Checks that both clones end up with identical files. Nothing is cached between rounds: every pull
+starts from an empty clone (no .dvc/cache, no dvc site cache). The figures are measured here,
+never assumed.
 
 Environment: BENCH_DATA_FILES, BENCH_DATA_KB, BENCH_DATA_JOBS, BENCH_DATA_ROUNDS.
 """
@@ -17,11 +20,15 @@ import hashlib
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import rounds as bench_rounds  # noqa: E402  (bench/rounds.py)
+
+GOAL = 2.0
 
 
 def free_port():
@@ -32,10 +39,12 @@ def free_port():
 
 def main():
     wms, out, venv = (os.path.abspath(a) for a in sys.argv[1:4])
+    json_path = os.path.abspath(sys.argv[4]) if len(sys.argv) > 4 else os.path.join(
+        os.path.dirname(out), "data.json")
     files = int(os.environ.get("BENCH_DATA_FILES", "2000"))
     kb = int(os.environ.get("BENCH_DATA_KB", "50"))
     jobs = int(os.environ.get("BENCH_DATA_JOBS", str(4 * (os.cpu_count() or 1))))
-    rounds = int(os.environ.get("BENCH_DATA_ROUNDS", "3"))
+    rounds = int(os.environ.get("BENCH_DATA_ROUNDS", "5"))
     dvc = os.path.join(venv, "bin", "dvc")
 
     shutil.rmtree(out, ignore_errors=True)
@@ -72,6 +81,7 @@ def main():
         [os.path.join(venv, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log, stderr=log, start_new_session=True,
     )
+    load_before = bench_rounds.load_average()
     try:
         deadline = time.time() + 60
         while True:
@@ -129,9 +139,12 @@ def main():
             return len(names), h.hexdigest()
 
         times = {"wms": [], "dvc": []}
+        firsts = []
         expected = digest(origin)
         for n in range(rounds):
-            for tool in ("dvc", "wms") if n % 2 == 0 else ("wms", "dvc"):
+            sides = bench_rounds.order(n, ("dvc", "wms"))
+            firsts.append(sides[0])
+            for tool in sides:
                 secs, clone = pull(tool, n)
                 got = digest(clone)
                 if got != expected:
@@ -140,15 +153,26 @@ def main():
                 print(f"  round {n + 1}: {tool} pull {secs:.2f} s", flush=True)
                 shutil.rmtree(clone, ignore_errors=True)
 
-        wms_s = statistics.median(times["wms"])
-        dvc_s = statistics.median(times["dvc"])
+        # Per round: how many times faster wms was than dvc in that same round.
+        ratios = [d / w for d, w in zip(times["dvc"], times["wms"])]
         print(
             f"bench-data: pull of {files} files (~{kb} KB each) from moto S3, --jobs {jobs}, "
-            f"{os.cpu_count()} CPU(s), median of {rounds}"
+            f"{os.cpu_count()} CPU(s); seconds, lower is better; ratio = dvc / wms"
         )
-        print(f"  wms data pull : {wms_s:.2f} s")
-        print(f"  dvc pull      : {dvc_s:.2f} s")
-        print(f"  ratio         : {dvc_s / wms_s:.2f}x faster (goal >= 2x)")
+        summary = bench_rounds.summarize("wms data pull vs dvc pull", "s", times["wms"],
+                                         times["dvc"], ratios, GOAL)
+        dvc_version = subprocess.run([dvc, "--version"], capture_output=True, text=True,
+                                     env=env).stdout.strip()
+        bench_rounds.write_json(json_path, {
+            "benchmark": "bench-data",
+            "what": f"pull of {files} files (~{kb} KB each) from a moto S3 remote into fresh clones",
+            "files": files, "kb": kb, "jobs": jobs,
+            "reference": f"dvc pull {dvc_version}",
+            "unit": "seconds (lower is better); ratio = dvc / wms per round",
+            "first_in_round": firsts,
+            "seconds": times, "ratios": ratios, "summary": summary,
+            "load_average_before": load_before, "load_average_after": bench_rounds.load_average(),
+        })
     finally:
         os.killpg(moto.pid, 15)
         moto.wait(timeout=10)
