@@ -1,4 +1,5 @@
-//! Process-wide memory tuning for short, allocation-heavy commands.
+//! Process-wide memory: tuning for short, allocation-heavy commands, and what the process holds
+//! now ([`resident_bytes`], reported by `wms-serve`'s management API).
 
 /// Huge pages are 2 MiB on x86-64 and aarch64 (4 KiB base pages).
 const HUGE_PAGE: usize = 2 << 20;
@@ -51,3 +52,35 @@ pub fn prefer_huge_pages_for_heap(pad: usize) {
 
 #[cfg(not(target_os = "linux"))]
 pub fn prefer_huge_pages_for_heap(_pad: usize) {}
+
+/// Bytes of memory the process holds now (its resident set: `/proc/self/statm`'s second field
+/// in pages). `None` where there is no procfs.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = fs_err::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_bytes_follow_what_the_process_touches() {
+        let before = resident_bytes().expect("procfs");
+        // 64 MiB written page by page, so every page becomes resident.
+        let block = vec![1u8; 64 << 20];
+        let after = resident_bytes().unwrap();
+        assert!(
+            std::hint::black_box(&block)
+                .iter()
+                .step_by(4096)
+                .all(|b| *b == 1)
+        );
+        // Other tests run in this process too, so only what this one holds is certain.
+        assert!(before > 1 << 20, "{before}");
+        assert!(after >= 64 << 20, "{before} -> {after}");
+    }
+}

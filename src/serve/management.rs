@@ -134,12 +134,15 @@ fn description(state: &SharedState, m: &LoadedModel) -> Description {
         "UNLOADING"
     };
     let start_time = rfc3339(m.loaded_at);
+    // Workers are sessions in this one process (same pid), so each reports the process's
+    // resident bytes, as TorchServe reports each worker process's.
+    let memory_usage = crate::memory::resident_bytes().unwrap_or(0);
     let workers = (0..m.engine.workers())
         .map(|i| Worker {
             id: format!("{}", 9000 + i),
             start_time: start_time.clone(),
             status,
-            memory_usage: 0,
+            memory_usage,
             pid: std::process::id(),
             gpu: false,
             gpu_usage: "N/A",

@@ -497,6 +497,11 @@ async fn management_and_metrics_apis_have_torchserve_shapes() {
         assert_eq!(d["modelVersion"], "2.1");
         assert_eq!(d["workers"][0]["status"], "READY");
         assert!(d["batchSize"].is_u64() && d["maxBatchDelay"].is_u64());
+        // Issue 17: the process's resident bytes, not 0 (ONNX Runtime and the model alone hold
+        // more than a MiB).
+        let memory = d["workers"][0]["memoryUsage"].as_u64().unwrap();
+        let now = wms::memory::resident_bytes().unwrap();
+        assert!(memory > 1 << 20 && memory < 2 * now, "{memory} vs {now}");
     }
     for uri in ["/models/other", "/models/meters/3.0"] {
         let resp = mgmt.clone().oneshot(get(uri)).await.unwrap();
