@@ -53,6 +53,11 @@ pub enum DvcError {
         message: String,
     },
     #[error(
+        "{file}: [cache] dir = {} is not supported (wms keeps the cache in .dvc/cache); hint: remove it (`dvc cache dir --unset`) or use dvc itself for this repository",
+        for_log(.dir)
+    )]
+    CacheDir { file: PathBuf, dir: String },
+    #[error(
         "{path}: no default remote; hint: `dvc remote add -d NAME s3://BUCKET/PREFIX` or pass --remote"
     )]
     NoRemote { path: PathBuf },
@@ -185,20 +190,52 @@ impl Repo {
         let mut dir = Some(abs.as_path());
         while let Some(d) = dir {
             if d.join(".dvc").is_dir() {
-                return Ok(Repo {
+                let repo = Repo {
                     root: d.to_path_buf(),
-                });
+                };
+                for warning in repo.unsupported()? {
+                    tracing::warn!("{}", for_log(&warning));
+                }
+                return Ok(repo);
             }
             dir = d.parent();
         }
         Err(DvcError::NotARepo { start: abs })
     }
 
+    /// What DVC supports and we do not, so it is never silently ignored: a `[cache] dir` is an
+    /// error (data would land where DVC does not look); `.dvcignore` patterns come back as a
+    /// warning (a directory with ignored files hashes differently from `dvc add`'s).
+    pub fn unsupported(&self) -> Result<Vec<String>, DvcError> {
+        let cfg = config::DvcConfig::load(&self.dvc_dir())?;
+        if let Some(dir) = cfg.sections.get("cache").and_then(|c| c.get("dir")) {
+            return Err(DvcError::CacheDir {
+                file: dir.file.clone(),
+                dir: dir.value.clone(),
+            });
+        }
+        let ignore = self.root.join(".dvcignore");
+        let patterns = fs_err::read_to_string(&ignore).map_or(0, |text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .count()
+        });
+        Ok(if patterns > 0 {
+            vec![format!(
+                "{}: {patterns} pattern(s) not applied: wms hashes every file of a tracked directory, so one with ignored files gets another hash than `dvc add` gives it; hint: remove the patterns or track that directory with dvc",
+                ignore.display()
+            )]
+        } else {
+            Vec::new()
+        })
+    }
+
     pub fn dvc_dir(&self) -> PathBuf {
         self.root.join(".dvc")
     }
 
-    /// The local cache (`.dvc/cache`; `cache.dir` in the config is not supported yet).
+    /// The local cache (`.dvc/cache`; a `cache.dir` in the config is refused by [`Repo::discover`]).
     pub fn cache(&self) -> Cache {
         Cache {
             root: self.root.clone(),
@@ -401,6 +438,45 @@ mod tests {
             Repo::discover(Path::new("/")),
             Err(DvcError::NotARepo { .. })
         ));
+    }
+
+    /// Issue 17: `[cache] dir` is an error naming the file; `.dvcignore` patterns a warning.
+    #[test]
+    fn unsupported_cache_dir_and_dvcignore_are_not_silently_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join(".dvc")).unwrap();
+        assert!(
+            Repo::discover(root)
+                .unwrap()
+                .unsupported()
+                .unwrap()
+                .is_empty()
+        );
+        fs_err::write(root.join(".dvcignore"), "# comment only\n\n").unwrap();
+        assert!(
+            Repo::discover(root)
+                .unwrap()
+                .unsupported()
+                .unwrap()
+                .is_empty()
+        );
+        fs_err::write(root.join(".dvcignore"), "# tmp\n*.tmp\n").unwrap();
+        let warnings = Repo::discover(root).unwrap().unsupported().unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains(".dvcignore: 1 pattern"),
+            "{warnings:?}"
+        );
+        fs_err::write(root.join(".dvc/config"), "[cache]\n    dir = /elsewhere\n").unwrap();
+        let err = Repo::discover(root).unwrap_err();
+        assert!(matches!(&err, DvcError::CacheDir { dir, .. } if dir == "/elsewhere"));
+        let line = crate::exit::render(&err);
+        assert!(
+            line.contains(".dvc/config") && line.contains("hint:"),
+            "{line}"
+        );
+        crate::exit::assert_renders_once(&err, 1);
     }
 
     #[test]
