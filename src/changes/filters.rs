@@ -12,6 +12,15 @@
 //! whose first rule is a negation starts from "every file" (so `['!**/*.md']` alone means
 //! "anything but Markdown", as paths-filter users expect). A rename matches when either its new
 //! or its old path matches (moving a file out of `configs/` changes `configs/`).
+//!
+//! Where this differs from dorny/paths-filter: paths-filter compiles `!p` into a picomatch
+//! matcher of "every path not matching p" and, with its default `predicate-quantifier: some`, a
+//! file matches a filter when it matches ANY rule, so `['pkg/**', '!**/*.md']` there matches
+//! `pkg/notes.md` (by the first rule) and `other/a.go` (by the second): the negation excludes
+//! nothing. Its `predicate-quantifier: every` (v3) makes every rule required instead. Ours is
+//! the ordered reading above, which agrees with `every` for "includes, then exclusions" lists
+//! and with `some` for a filter of one `!` rule; the test
+//! `negation_differs_from_paths_filter_some_as_documented` pins each case.
 
 use serde_yaml::Value;
 
@@ -282,6 +291,33 @@ mod tests {
             matched(yaml, "backend", &changes),
             ["pkg/a.go", "pkg/keep.md"]
         );
+    }
+
+    /// Issue 17: the documented difference from paths-filter, each side spelled out.
+    #[test]
+    fn negation_differs_from_paths_filter_some_as_documented() {
+        let yaml = "backend:\n  - 'pkg/**'\n  - '!**/*.md'\n";
+        let changes = [
+            modified("pkg/a.go"),
+            modified("pkg/notes.md"),
+            modified("other/a.go"),
+            modified("other/b.md"),
+        ];
+        // paths-filter, `predicate-quantifier: some`: any rule, `!p` = "not p".
+        let some: Vec<&str> = changes
+            .iter()
+            .filter(|c| {
+                Glob::new("pkg/**").unwrap().is_match(&c.path)
+                    || !Glob::new("**/*.md").unwrap().is_match(&c.path)
+            })
+            .map(|c| c.path.as_str())
+            .collect();
+        assert_eq!(some, ["pkg/a.go", "pkg/notes.md", "other/a.go"]);
+        // paths-filter, `predicate-quantifier: every`, and ours: included, then excluded.
+        assert_eq!(matched(yaml, "backend", &changes), ["pkg/a.go"]);
+        // A lone negation: paths-filter's `some` and ours agree.
+        let lone = "docs:\n  - '!**/*.md'\n";
+        assert_eq!(matched(lone, "docs", &changes), ["pkg/a.go", "other/a.go"]);
     }
 
     #[test]
