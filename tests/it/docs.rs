@@ -140,6 +140,46 @@ fn the_module_table_names_every_module_of_the_library() {
     );
 }
 
+/// Every alert the monitoring rules define has a row in the operations guide saying what to do,
+/// and the guide names no alert the rules do not define.
+#[test]
+fn every_alert_has_a_row_in_the_operations_guide() {
+    let rules =
+        fs_err::read_to_string(root().join("infra/helm/monitoring/prometheus-rule.yaml")).unwrap();
+    let guide = fs_err::read_to_string(root().join("docs/DEPLOYMENT.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(str::trim)
+        .collect();
+    assert!(alerts.len() >= 5, "{alerts:?}");
+    for alert in &alerts {
+        assert!(
+            guide
+                .lines()
+                .any(|l| l.starts_with(&format!("| `{alert}` "))),
+            "docs/DEPLOYMENT.md has no row for the alert {alert}"
+        );
+    }
+    let section = guide
+        .split("\n## Alerts and what to do\n")
+        .nth(1)
+        .expect("docs/DEPLOYMENT.md has no section `## Alerts and what to do`");
+    let section = section.split("\n## ").next().unwrap();
+    let rows: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` (").map(|(name, _)| name))
+        .collect();
+    assert_eq!(rows.len(), alerts.len(), "{rows:?}");
+    for row in rows {
+        assert!(
+            alerts.contains(&row),
+            "docs/DEPLOYMENT.md names the alert {row}, which infra/helm/monitoring does not define"
+        );
+    }
+}
+
 #[test]
 fn relative_links_in_the_docs_point_at_files_that_exist() {
     let files = markdown_files();
