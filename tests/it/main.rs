@@ -19,6 +19,7 @@ mod interop;
 mod kubeapi;
 mod kubeapi_kubectl;
 mod mlflow;
+mod monitoring;
 mod oci;
 mod onnx;
 mod report;

@@ -252,6 +252,27 @@ pub fn start_registry_with_auth(auth: &str) -> Server {
     })
 }
 
+/// A Prometheus server (Debian `prometheus`, installed by `make test-deps`) for one test, on a
+/// loopback port: `config` is its prometheus.yml, `files` (name, text) are written next to it
+/// first (relative `rule_files` resolve there), the TSDB lives in the server's temp dir. Stops
+/// when the returned server drops.
+pub fn start_prometheus(config: &str, files: &[(&str, &str)]) -> Server {
+    start("prometheus", "/-/ready", |port, dir| {
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write a Prometheus file");
+        }
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config).expect("write prometheus.yml");
+        vec![
+            "prometheus".into(),
+            format!("--config.file={}", config_file.display()),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=warn".into(),
+        ]
+    })
+}
+
 /// `git daemon` serving a directory on 127.0.0.1 (git:// is a smart protocol, so libgit2 can
 /// fetch shallow history from it; its local-path transport cannot).
 pub struct GitDaemon {
