@@ -15,7 +15,8 @@ flag() { # flag NAME VALUE: --NAME VALUE when VALUE is not empty
 }
 flag context "${IN_CONTEXT:-}"
 flag eks-cluster "${IN_EKS_CLUSTER:-}"
-flag region "${IN_REGION:-}"
+# --region is the region of --eks-cluster; wms refuses it alone (a kubeconfig needs none).
+if [ -n "${IN_EKS_CLUSTER:-}" ]; then flag region "${IN_REGION:-}"; fi
 flag namespace-prefix "${IN_NAMESPACE_PREFIX:-}"
 flag system-namespace "${IN_SYSTEM_NAMESPACE:-}"
 flag lock-timeout "${IN_LOCK_TIMEOUT:-}"

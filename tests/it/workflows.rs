@@ -661,6 +661,7 @@ fn publish(out: &Path) {
         .arg(root().join("tools/publish-actions.sh"))
         .arg(out)
         .arg("wms/wms")
+        .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
