@@ -1058,7 +1058,7 @@ should_train=true should_deploy=true data_changed=true
         }
     }
     assert!(!summary.contains("<b>"), "{summary}");
-    assert_eq!(workflow_commands(&summary), Vec::<&str>::new(), "{summary}");
+    assert_eq!(workflow_commands(summary), Vec::<&str>::new(), "{summary}");
 }
 
 /// The same repository in JSON: the data keeps the exact names (JSON escapes them), the
