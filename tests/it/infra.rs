@@ -401,6 +401,10 @@ fn output_mentions(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, _) in text.match_indices("terraform output") {
         let rest = &text[i + "terraform output".len()..];
+        // "terraform outputs" (plural) names none.
+        if !rest.starts_with([' ', '`']) {
+            continue;
+        }
         let rest = rest.trim_start_matches([' ', '`']);
         let rest = rest
             .strip_prefix("-raw ")
