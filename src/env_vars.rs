@@ -22,6 +22,9 @@ pub const GITHUB_SHA: &str = "GITHUB_SHA";
 pub const RUST_LOG: &str = "RUST_LOG";
 /// Log format for every binary: `text` (default) or `json`.
 pub const WMS_LOG_FORMAT: &str = "WMS_LOG_FORMAT";
+/// Any non-empty value turns off colour in logs (<https://no-color.org>); without it, logs are
+/// coloured only when stderr is a terminal.
+pub const NO_COLOR: &str = "NO_COLOR";
 
 /// Explicit path of the ONNX Runtime shared library (ort's own variable).
 pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";

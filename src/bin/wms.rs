@@ -23,7 +23,8 @@ enum Command {
     Aws(wms::cli::aws::AwsArgs),
     /// Manual versus automated deployment: time a manual run, collect automated runs, report.
     Compare(wms::cli::compare::CompareArgs),
-    /// Synthesize and check data sets: `wms data synth`, `wms data qa`.
+    /// Data sets: synthesize and check them (synth, qa), track and move them in DVC's format
+    /// (add, push, pull).
     Data(wms::cli::data::DataArgs),
     /// Deploy a model version to Kubernetes (one namespace per version) and promote, roll back,
     /// scale, configure, inspect and clean up versions.

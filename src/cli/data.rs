@@ -14,7 +14,8 @@ use crate::exit::UsageError;
 use crate::github::actions::Actions;
 use crate::untrusted::text::for_log;
 
-/// Synthesize and check data sets (images/ + masks/ with the same stems).
+/// Data sets (images/ + masks/ with the same stems): synthesize and check them (synth, qa), track
+/// and move them in DVC's format (add, push, pull).
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
     #[command(subcommand)]

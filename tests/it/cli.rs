@@ -67,6 +67,57 @@ fn json_log_format_writes_one_json_object_per_line() {
     }
 }
 
+/// Issue 17: text logs are coloured only on a terminal, and never with `NO_COLOR`. A pipe gets
+/// plain text; a terminal (a pty from util-linux `script`) gets colour unless `NO_COLOR` is set.
+#[test]
+fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+    let piped = bin("wms")
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.contains("INFO"), "expected a log line: {stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut cmd = std::process::Command::new("script");
+        let wms = bin("wms").get_program().to_string_lossy().into_owned();
+        cmd.args(["-qec", &format!("{wms} doctor"), "/dev/null"])
+            .env_remove("ORT_DYLIB_PATH")
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tty = on_a_terminal(None);
+    assert!(tty.contains("INFO") && tty.contains('\x1b'), "{tty:?}");
+    let tty = on_a_terminal(Some("1"));
+    assert!(tty.contains("INFO") && !tty.contains('\x1b'), "{tty:?}");
+}
+
+/// Issue 17: `wms data --help` names every data command, not only synth and qa.
+#[test]
+fn data_help_names_every_subcommand() {
+    let out = bin("wms").args(["data", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    // The first paragraph (clap wraps it to the terminal width).
+    let about = help.split("\n\n").next().unwrap_or_default().replace('\n', " ");
+    for command in ["synth", "qa", "add", "push", "pull"] {
+        assert!(about.contains(command), "{command} missing from: {about}");
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command} not listed: {help}"
+        );
+    }
+}
+
 fn action(name: &str) -> serde_yaml::Value {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("actions/{name}/action.yml"));
