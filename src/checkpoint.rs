@@ -67,6 +67,35 @@ pub struct CheckpointMeta {
     /// Where the weights came from: "wms-train", "import:<file>", ….
     #[serde(default)]
     pub source: String,
+    /// The last int8 export's accuracy guard (`wms export-onnx --precision int8`); written to
+    /// the `checkpoint.json` sidecar next to the checkpoint, never into the weights file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationRecord>,
+}
+
+/// What an int8 export measured (the figures `metadata_props`, the sidecar and reports carry):
+/// test IoU and Dice of the fp32 and the int8 model against the ground truth of the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantizationRecord {
+    /// `int8`.
+    pub precision: String,
+    /// How it was quantized, e.g. `qdq-u8s8-minmax` (uint8 activations, int8 weights, min-max).
+    pub method: String,
+    pub calibration_images: usize,
+    pub test_images: usize,
+    pub fp32_test_iou: f64,
+    pub fp32_test_dice: f64,
+    pub int8_test_iou: f64,
+    pub int8_test_dice: f64,
+    /// fp32 − int8 (positive: int8 is worse).
+    pub iou_drop: f64,
+    pub dice_drop: f64,
+    /// Fraction of test pixels whose mask is the same in both models.
+    pub pixel_agreement: f64,
+    /// The guard's limit on `iou_drop`.
+    pub max_iou_drop: f64,
+    /// Convolutions (graph node names) kept fp32.
+    pub fp32_convs: Vec<String>,
 }
 
 impl CheckpointMeta {
@@ -87,6 +116,7 @@ impl CheckpointMeta {
             git_sha: None,
             optimizer_state: None,
             source: String::new(),
+            quantization: None,
         }
     }
 }

@@ -175,3 +175,11 @@ pub const GITHUB_WORKSPACE: &str = "GITHUB_WORKSPACE";
 /// The EKS endpoint `wms deploy --eks-cluster` calls `DescribeCluster` at (the SDK's
 /// service-specific endpoint variable, honoured the same way; the tests point it at moto).
 pub const AWS_ENDPOINT_URL_EKS: &str = "AWS_ENDPOINT_URL_EKS";
+
+// serve memory (#18)
+/// Most images one ONNX Runtime run of `wms-serve` takes (default 1): larger batches are run
+/// in chunks of this many on the same session, so a session's activations (and its arena) stay
+/// the size of one chunk's.
+pub const WMS_SERVE_ORT_RUN_IMAGES: &str = "WMS_SERVE_ORT_RUN_IMAGES";
+/// `0` turns off ONNX Runtime's CPU memory arena in `wms-serve` (default on); `1` keeps it.
+pub const WMS_SERVE_ORT_ARENA: &str = "WMS_SERVE_ORT_ARENA";

@@ -9,15 +9,21 @@
 //!   the yardstick for [`check`] and for anyone who needs logits without ONNX Runtime.
 //! - [`check`]: runs a written model in ONNX Runtime and compares it with [`reference`].
 //! - [`mar`]: TorchServe model archives.
+//! - [`quantize`] and [`calibrate`]: int8 export as a QDQ graph, calibrated on the data set's
+//!   validation photos and guarded by its test photos.
+//! - [`pipeline`]: the whole `wms export-onnx` run (write, check, quantize, archive) for the CLI.
 //!
 //! This module owns the graph layout; it must not decide anything about the architecture — that
 //! comes from the checkpoint's [`ModelSpec`](crate::model::ModelSpec).
 
+pub mod calibrate;
 pub mod check;
 pub mod fixtures;
 mod graph;
 pub mod mar;
+pub mod pipeline;
 pub mod proto;
+pub mod quantize;
 pub mod reference;
 
 use std::path::PathBuf;
@@ -58,7 +64,17 @@ pub mod meta_keys {
     pub const DATA_FINGERPRINT: &str = "data_fingerprint";
     /// Epoch the weights come from.
     pub const EPOCH: &str = "epoch";
+    /// `fp32` or `int8` (absent in models exported before int8 existed: fp32).
+    pub const PRECISION: &str = "precision";
+    /// int8 models: [`QuantizationRecord`](crate::checkpoint::QuantizationRecord) as JSON (the
+    /// accuracy guard's figures).
+    pub const QUANTIZATION: &str = "quantization";
 }
+
+/// Value of [`meta_keys::PRECISION`] for the graph [`export`] writes.
+pub const PRECISION_FP32: &str = "fp32";
+/// Value of [`meta_keys::PRECISION`] for a quantized graph.
+pub const PRECISION_INT8: &str = "int8";
 
 /// What an export needs besides the checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +116,31 @@ pub enum OnnxError {
         "model name {name:?} cannot name a TorchServe archive; hint: use letters, digits, '-', '_' and '.' only (it is the checkpoint's model_name)"
     )]
     MarName { name: String },
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Quantize(#[from] quantize::QuantizeError),
+    #[error(
+        "calibration data {path} has no photos in its {split} split ({total} photos in all); hint: int8 export calibrates on the val split and measures on the test split (stable hash of the file stem, as training split them) — add photos"
+    )]
+    EmptySplit {
+        path: PathBuf,
+        split: &'static str,
+        total: usize,
+    },
+    #[error(
+        "int8 model refused: test IoU {int8_iou:.4} vs {fp32_iou:.4} in fp32 drops by {drop:.4}, more than --max-iou-drop {max_drop} (Dice {int8_dice:.4} vs {fp32_dice:.4}, {agreement:.2} % of pixels agree, {test_images} test photos); hint: calibrate on more, and more typical, photos (--calibrate DIR --calibration-images N) or export fp32"
+    )]
+    AccuracyGuard {
+        fp32_iou: f64,
+        int8_iou: f64,
+        fp32_dice: f64,
+        int8_dice: f64,
+        drop: f64,
+        max_drop: f64,
+        agreement: f64,
+        test_images: usize,
+    },
     #[error(
         "reference forward pass: {message}; hint: input must be [N, {channels}, H, W] with H and W multiples of {multiple}"
     )]
@@ -185,6 +226,7 @@ pub fn metadata(ckpt: &Checkpoint, opts: &ExportOptions) -> Vec<(&'static str, S
             meta.data_fingerprint.clone().unwrap_or_default(),
         ),
         (meta_keys::EPOCH, meta.epoch.to_string()),
+        (meta_keys::PRECISION, PRECISION_FP32.to_string()),
     ]
 }
 

@@ -23,6 +23,8 @@ pub struct ModelInfo {
     pub version: String,
     pub path: PathBuf,
     pub preprocessing: PreprocessSpec,
+    /// `fp32` or `int8` (metadata `precision`; models exported before it existed are fp32).
+    pub precision: String,
     /// All `metadata_props`, as stored.
     pub metadata: BTreeMap<String, String>,
 }
@@ -81,10 +83,48 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Memory settings of every session (issue 18: RSS under concurrency), read once per process
+/// from [`env_vars::WMS_SERVE_ORT_RUN_IMAGES`] and [`env_vars::WMS_SERVE_ORT_ARENA`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemoryOptions {
+    /// Most images per ONNX Runtime run; a batch runs in chunks of this many.
+    run_images: usize,
+    /// ONNX Runtime's CPU arena: keeps every block it ever grew to, per session.
+    arena: bool,
+}
+
+impl MemoryOptions {
+    /// One image per run: a CPU convolution is as fast per image at batch 1 as at 4 (the GEMMs
+    /// are already large), while a batch of 4 at 512×512 makes every session keep four images'
+    /// activations for good. Measured in docs/PERFORMANCE.md.
+    const DEFAULT: MemoryOptions = MemoryOptions {
+        run_images: 1,
+        arena: true,
+    };
+
+    fn from_env() -> MemoryOptions {
+        static CELL: OnceLock<MemoryOptions> = OnceLock::new();
+        *CELL.get_or_init(|| {
+            let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string());
+            let d = MemoryOptions::DEFAULT;
+            MemoryOptions {
+                run_images: var(crate::env_vars::WMS_SERVE_ORT_RUN_IMAGES)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or(d.run_images),
+                arena: var(crate::env_vars::WMS_SERVE_ORT_ARENA)
+                    .map(|v| v != "0")
+                    .unwrap_or(d.arena),
+            }
+        })
+    }
+}
+
 /// The session options every session of the server uses.
 fn session(bytes: &[u8], intra_threads: usize) -> Result<Session, String> {
     let env = ort_runtime::environment().map_err(|e| e.to_string())?;
     let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
+    let mem = MemoryOptions::from_env();
     Session::builder(env)
         .map_err(|e| e.to_string())?
         .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -92,6 +132,10 @@ fn session(bytes: &[u8], intra_threads: usize) -> Result<Session, String> {
         .with_intra_threads(intra_threads)
         .map_err(text)?
         .with_inter_threads(1)
+        .map_err(text)?
+        .with_execution_providers([ort::ep::CPU::default()
+            .with_arena_allocator(mem.arena)
+            .build()])
         .map_err(text)?
         .commit_from_memory(bytes)
         .map_err(|e| e.to_string())
@@ -168,13 +212,18 @@ impl Engine {
         self.run_on(&mut session, inputs)
     }
 
+    /// Runs `inputs` in chunks of at most [`MemoryOptions::run_images`] on `session`.
     fn run_on(
         &self,
         session: &mut Session,
         inputs: &[&[f32]],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let (w, h) = self.info.input_size();
-        self.run_sized(session, inputs, w as usize, h as usize)
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(MemoryOptions::from_env().run_images) {
+            out.extend(self.run_sized(session, chunk, w as usize, h as usize)?);
+        }
+        Ok(out)
     }
 
     fn run_sized(
@@ -306,11 +355,17 @@ fn model_info(
             ),
         ));
     }
+    let precision = metadata
+        .get(meta_keys::PRECISION)
+        .cloned()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| crate::onnx::PRECISION_FP32.into());
     Ok(ModelInfo {
         name,
         version,
         path: path.to_path_buf(),
         preprocessing,
+        precision,
         metadata,
     })
 }
@@ -358,6 +413,10 @@ mod tests {
         let info = model_info(Path::new("/m/meters.onnx"), None, BTreeMap::new()).unwrap();
         assert_eq!(info.name, "meters");
         assert_eq!(info.preprocessing, PreprocessSpec::default());
+        assert_eq!(info.precision, "fp32");
+        let meta = BTreeMap::from([(meta_keys::PRECISION.to_string(), "int8".to_string())]);
+        let info = model_info(Path::new("/m/meters.onnx"), None, meta).unwrap();
+        assert_eq!(info.precision, "int8");
     }
 
     #[test]

@@ -116,6 +116,8 @@ struct Description {
     model_version: String,
     model_url: String,
     runtime: &'static str,
+    /// `fp32` or `int8`: what the loaded graph computes in (wms addition to TorchServe's shape).
+    precision: String,
     min_workers: usize,
     max_workers: usize,
     batch_size: usize,
@@ -153,6 +155,7 @@ fn description(state: &SharedState, m: &LoadedModel) -> Description {
         model_version: info.version.clone(),
         model_url: model_url(m),
         runtime: "onnxruntime",
+        precision: info.precision.clone(),
         min_workers: m.engine.workers(),
         max_workers: m.engine.workers(),
         batch_size: state.batching.batch_size,

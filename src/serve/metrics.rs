@@ -28,6 +28,15 @@ pub struct ModelLabels {
     pub version: String,
 }
 
+/// Labels of `wms_model_precision_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrecisionLabels {
+    pub model: String,
+    pub version: String,
+    /// `fp32` or `int8`.
+    pub precision: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub model: String,
@@ -49,6 +58,7 @@ pub struct Metrics {
     pub input_brightness: HistogramFamily<ModelLabels>,
     pub mask_coverage: HistogramFamily<ModelLabels>,
     pub model_loaded: Family<ModelLabels, Gauge>,
+    pub model_precision: Family<PrecisionLabels, Gauge>,
     pub inflight: Gauge,
 }
 
@@ -106,6 +116,7 @@ impl Metrics {
         let mask_coverage: HistogramFamily<ModelLabels> =
             Family::new_with_constructor(coverage_histogram);
         let model_loaded = Family::<ModelLabels, Gauge>::default();
+        let model_precision = Family::<PrecisionLabels, Gauge>::default();
         let inflight = Gauge::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
@@ -149,6 +160,11 @@ impl Metrics {
             model_loaded.clone(),
         );
         registry.register(
+            "wms_model_precision_info",
+            "1 for the numeric precision (fp32, int8) of each loaded model",
+            model_precision.clone(),
+        );
+        registry.register(
             "wms_inflight_requests",
             "Prediction requests being processed",
             inflight.clone(),
@@ -163,6 +179,7 @@ impl Metrics {
             input_brightness,
             mask_coverage,
             model_loaded,
+            model_precision,
             inflight,
         }
     }
@@ -208,6 +225,18 @@ pub fn app(state: SharedState) -> Router {
 }
 
 async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    for m in &state.models {
+        let info = m.engine.info();
+        state
+            .metrics
+            .model_precision
+            .get_or_create(&PrecisionLabels {
+                model: info.name.clone(),
+                version: info.version.clone(),
+                precision: info.precision.clone(),
+            })
+            .set(1);
+    }
     (
         [(
             header::CONTENT_TYPE,

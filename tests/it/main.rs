@@ -22,6 +22,7 @@ mod mlflow;
 mod monitoring;
 mod oci;
 mod onnx;
+mod quantize;
 mod report;
 mod serve;
 mod servers;

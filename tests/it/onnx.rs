@@ -549,7 +549,15 @@ fn export_onnx_action_passes_every_input_and_maps_every_output() {
         );
     }
     // Every output comes from a step output the command writes.
-    let written = ["model_path", "sha256", "size", "mar_path"];
+    let written = [
+        "model_path",
+        "sha256",
+        "size",
+        "mar_path",
+        "precision",
+        "int8_test_iou",
+        "iou_drop",
+    ];
     let outputs = action["outputs"].as_mapping().unwrap();
     assert_eq!(outputs.len(), written.len());
     for (name, spec) in outputs {

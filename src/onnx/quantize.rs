@@ -1,0 +1,518 @@
+//! Static int8 quantization of an exported fp32 model, written as a QDQ graph: every activation
+//! the network passes between layers goes through `QuantizeLinear → DequantizeLinear` (uint8,
+//! per tensor), and every convolution that [`Plan`] quantizes reads its weights through a
+//! per-output-channel `DequantizeLinear` of symmetric int8 values and its bias through an int32
+//! one. The graph still *means* fp32 arithmetic on rounded values, so any ONNX runtime runs it;
+//! ONNX Runtime's QDQ transformers fuse `DQ → Conv → Relu → Q` into `QLinearConv` (the Relu
+//! disappears because the zero point of a Relu output is 0), `DQ → MaxPool/Resize → Q` with equal
+//! parameters into the uint8 operator, and `DQ… → Concat → Q` into `QLinearConcat`, which run on
+//! the CPU's int8 dot-product instructions (VNNI).
+//!
+//! Parameters:
+//! - weights: per output channel `c`, `s_w[c] = max|W[c]| / 127`, `q = round(W / s_w)` in
+//!   [−127, 127], zero point 0 (symmetric; −128 is never used, so no VNNI saturation issue);
+//! - bias: `s_b[c] = s_x · s_w[c]` (what the int32 accumulator of `QLinearConv` carries), zero 0;
+//! - activations: uint8 from the calibrated [min, max] range widened to contain 0 (min-max
+//!   calibration, see [`super::calibrate`]): `s = (max − min) / 255`, `zp = round(−min / s)`.
+//!   The graph input is fixed at `s = 1/255, zp = 0`: preprocessing emits exactly `k/255`
+//!   (DESIGN §5), so quantizing it loses nothing. MaxPool and Resize outputs inherit their input's
+//!   parameters (a max, or a convex combination, stays inside the input's range), which is what
+//!   lets ONNX Runtime drop their Q/DQ pair and run them on uint8.
+//!
+//! Pure data transformation: no I/O and no ONNX Runtime (calibration and the accuracy guard live
+//! in [`super::calibrate`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
+    attribute_type, data_type, type_proto,
+};
+
+/// Observed range of one activation tensor over the calibration images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Range {
+    /// The empty range, ready to [`Range::observe`] values.
+    pub const EMPTY: Range = Range {
+        min: f32::INFINITY,
+        max: f32::NEG_INFINITY,
+    };
+
+    pub fn observe(&mut self, values: &[f32]) {
+        let (mut lo, mut hi) = (self.min, self.max);
+        for &v in values {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        self.min = lo;
+        self.max = hi;
+    }
+
+    pub fn merge(&mut self, other: Range) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+}
+
+/// Which convolutions stay fp32 (by node name, e.g. `logits` for the final 1×1 convolution,
+/// `enc1/conv0` for the first one). Everything else is int8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub fp32_convs: BTreeSet<String>,
+}
+
+/// Node name of the final 1×1 convolution (its output is the graph output).
+pub const FINAL_CONV: &str = super::OUTPUT_NAME;
+/// Node name of the first convolution.
+pub const FIRST_CONV: &str = "enc1/conv0";
+
+impl Default for Plan {
+    /// The final 1×1 convolution stays fp32: its output is the logit the mask thresholds at 0,
+    /// rounding it costs agreement for no speed (16 → 1 channels is 0.01 % of the FLOPs), and an
+    /// fp32 output keeps the graph's output type. Measured choices: docs/PERFORMANCE.md.
+    fn default() -> Self {
+        Plan {
+            fp32_convs: BTreeSet::from([FINAL_CONV.to_string()]),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error(
+        "activation {tensor} has no calibrated range; hint: this is a bug in the exporter, please report it"
+    )]
+    NoRange { tensor: String },
+    #[error(
+        "activation {tensor} has a non-finite calibrated range [{min}, {max}]; hint: the fp32 model produces NaN or infinity on the calibration images — check the checkpoint"
+    )]
+    BadRange { tensor: String, min: f32, max: f32 },
+    #[error(
+        "initializer {name} is missing or not fp32; hint: quantize a model written by `wms export-onnx`"
+    )]
+    Initializer { name: String },
+}
+
+/// Tensors whose range calibration must observe: the outputs of `Relu` and `Concat` nodes. (The
+/// graph input has fixed parameters; MaxPool and Resize inherit theirs.)
+pub fn observed_tensors(g: &GraphProto) -> Vec<String> {
+    g.node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_deref(), Some("Relu" | "Concat")))
+        .flat_map(|n| n.output.iter().cloned())
+        .collect()
+}
+
+/// The fp32 model with every [`observed_tensors`] entry added as a graph output (typed f32,
+/// shape left to inference), for the calibration runs.
+pub fn calibration_model(m: &ModelProto) -> ModelProto {
+    let mut m = m.clone();
+    if let Some(g) = m.graph.as_mut() {
+        for name in observed_tensors(g) {
+            g.output.push(ValueInfoProto {
+                name: Some(name),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: Some(data_type::FLOAT),
+                        shape: None,
+                    })),
+                    denotation: None,
+                }),
+                doc_string: None,
+            });
+        }
+    }
+    m
+}
+
+/// uint8 parameters of one activation tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivationParams {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+/// Smallest activation scale: a tensor that was constant 0 in calibration still gets a valid
+/// (positive) scale; anything above ~255 × this saturates, which is what min-max means.
+const MIN_SCALE: f32 = 1e-6;
+
+impl ActivationParams {
+    /// Asymmetric uint8 over `r` widened to contain 0.
+    pub fn from_range(r: Range) -> Self {
+        let (lo, hi) = (r.min.min(0.0), r.max.max(0.0));
+        let scale = ((hi - lo) / 255.0).max(MIN_SCALE);
+        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        ActivationParams { scale, zero_point }
+    }
+
+    /// Exactly `k/255` for `k` in 0..=255: what preprocessing emits.
+    pub const INPUT: ActivationParams = ActivationParams {
+        scale: 1.0 / 255.0,
+        zero_point: 0,
+    };
+}
+
+/// Per-output-channel symmetric int8 weights: (values, scales).
+pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / cout.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(cout);
+    for ch in w.chunks(per.max(1)) {
+        let max = ch.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // An all-zero channel: any positive scale represents it exactly.
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(
+            ch.iter()
+                .map(|&v| (v / s).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+    (q, scales)
+}
+
+/// int32 bias for accumulator scale `s_x · s_w[c]` (saturating; with weight scales ≥ max|W|/127
+/// and activation scales ≥ [`MIN_SCALE`] a real bias is orders of magnitude inside i32).
+pub fn quantize_bias(b: &[f32], x_scale: f32, w_scales: &[f32]) -> (Vec<i32>, Vec<f32>) {
+    let scales: Vec<f32> = w_scales.iter().map(|s| s * x_scale).collect();
+    let q = b
+        .iter()
+        .zip(&scales)
+        .map(|(&v, &s)| {
+            (f64::from(v) / f64::from(s))
+                .round()
+                .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        })
+        .collect();
+    (q, scales)
+}
+
+/// The QDQ model: `m` (as [`super::export`] writes it) with activations, weights and biases
+/// quantized as the module header describes, `ranges` from calibration (keyed by
+/// [`observed_tensors`]), and the convolutions in `plan.fp32_convs` left fp32.
+pub fn quantize(
+    m: &ModelProto,
+    ranges: &BTreeMap<String, Range>,
+    plan: &Plan,
+) -> Result<ModelProto, QuantizeError> {
+    let mut out = m.clone();
+    let Some(g) = out.graph.as_mut() else {
+        return Ok(out);
+    };
+    let input_name = super::INPUT_NAME;
+    // Parameters of every quantized activation, in topological order.
+    let mut params: BTreeMap<String, ActivationParams> = BTreeMap::new();
+    let first_conv_int8 = g.node.iter().any(|n| {
+        n.op_type.as_deref() == Some("Conv")
+            && n.input.first().map(String::as_str) == Some(input_name)
+            && !plan
+                .fp32_convs
+                .contains(n.name.as_deref().unwrap_or_default())
+    });
+    if first_conv_int8 {
+        params.insert(input_name.to_string(), ActivationParams::INPUT);
+    }
+    for n in &g.node {
+        let Some(outp) = n.output.first() else {
+            continue;
+        };
+        match n.op_type.as_deref() {
+            Some("Relu" | "Concat") => {
+                let r = *ranges.get(outp).ok_or_else(|| QuantizeError::NoRange {
+                    tensor: outp.clone(),
+                })?;
+                if !r.min.is_finite() || !r.max.is_finite() {
+                    return Err(QuantizeError::BadRange {
+                        tensor: outp.clone(),
+                        min: r.min,
+                        max: r.max,
+                    });
+                }
+                params.insert(outp.clone(), ActivationParams::from_range(r));
+            }
+            Some("MaxPool" | "Resize") => {
+                if let Some(p) = n.input.first().and_then(|i| params.get(i)).copied() {
+                    params.insert(outp.clone(), p);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let mut inits: BTreeMap<String, TensorProto> = g
+        .initializer
+        .drain(..)
+        .map(|t| (t.name.clone().unwrap_or_default(), t))
+        .collect();
+    let mut new_inits: Vec<TensorProto> = Vec::new();
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let add_act_params = |name: &str, p: ActivationParams, new_inits: &mut Vec<TensorProto>| {
+        new_inits.push(scalar_f32(&format!("{name}/scale"), p.scale));
+        new_inits.push(tensor_u8(
+            &format!("{name}/zero_point"),
+            &[],
+            &[p.zero_point],
+        ));
+    };
+    if let Some(p) = params.get(input_name).copied() {
+        add_act_params(input_name, p, &mut new_inits);
+        nodes.push(quantize_node(input_name));
+    }
+    for n in std::mem::take(&mut g.node) {
+        let mut n = n;
+        let node_name = n.name.clone().unwrap_or_default();
+        let x_tensor = n.input.first().cloned().unwrap_or_default();
+        // Each consumer reads a quantized tensor through its own DequantizeLinear (ONNX
+        // Runtime groups a DQ with exactly one consumer node).
+        for (k, inp) in n.input.iter_mut().enumerate() {
+            if params.contains_key(inp.as_str()) {
+                let dq = format!("{inp}/dq/{node_name}/{k}");
+                nodes.push(dequantize_node(
+                    &dq,
+                    &format!("{inp}/q"),
+                    &format!("{inp}/scale"),
+                    &format!("{inp}/zero_point"),
+                    None,
+                ));
+                *inp = dq;
+            }
+        }
+        let is_conv = n.op_type.as_deref() == Some("Conv");
+        if is_conv
+            && !plan.fp32_convs.contains(&node_name)
+            && let Some(xp) = params.get(&x_tensor).copied()
+        {
+            let (wname, bname) = (n.input[1].clone(), n.input.get(2).cloned());
+            let wt = inits
+                .remove(&wname)
+                .ok_or_else(|| QuantizeError::Initializer {
+                    name: wname.clone(),
+                })?;
+            let w = f32_values(&wt).ok_or_else(|| QuantizeError::Initializer {
+                name: wname.clone(),
+            })?;
+            let cout = *wt.dims.first().unwrap_or(&1) as usize;
+            let (wq, ws) = quantize_weights(&w, cout);
+            new_inits.push(tensor_i8(&format!("{wname}/q"), &wt.dims, &wq));
+            new_inits.push(tensor_f32(&format!("{wname}/scale"), &[cout as i64], &ws));
+            new_inits.push(tensor_i8(
+                &format!("{wname}/zero_point"),
+                &[cout as i64],
+                &vec![0; cout],
+            ));
+            let wdq = format!("{wname}/dq");
+            nodes.push(dequantize_node(
+                &wdq,
+                &format!("{wname}/q"),
+                &format!("{wname}/scale"),
+                &format!("{wname}/zero_point"),
+                Some(0),
+            ));
+            n.input[1] = wdq;
+            if let Some(bname) = bname {
+                let bt = inits
+                    .remove(&bname)
+                    .ok_or_else(|| QuantizeError::Initializer {
+                        name: bname.clone(),
+                    })?;
+                let b = f32_values(&bt).ok_or_else(|| QuantizeError::Initializer {
+                    name: bname.clone(),
+                })?;
+                let (bq, bs) = quantize_bias(&b, xp.scale, &ws);
+                new_inits.push(tensor_i32(&format!("{bname}/q"), &[cout as i64], &bq));
+                new_inits.push(tensor_f32(&format!("{bname}/scale"), &[cout as i64], &bs));
+                new_inits.push(tensor_i32(
+                    &format!("{bname}/zero_point"),
+                    &[cout as i64],
+                    &vec![0; cout],
+                ));
+                let bdq = format!("{bname}/dq");
+                nodes.push(dequantize_node(
+                    &bdq,
+                    &format!("{bname}/q"),
+                    &format!("{bname}/scale"),
+                    &format!("{bname}/zero_point"),
+                    Some(0),
+                ));
+                n.input[2] = bdq;
+            }
+        }
+        let outp = n.output.first().cloned();
+        nodes.push(n);
+        if let Some(o) = outp
+            && let Some(p) = params.get(&o).copied()
+        {
+            add_act_params(&o, p, &mut new_inits);
+            nodes.push(quantize_node(&o));
+        }
+    }
+    g.node = nodes;
+    // Unquantized initializers keep their order (fp32 convs, Resize scales), then the new ones.
+    let mut kept: Vec<TensorProto> = m
+        .graph
+        .as_ref()
+        .map(|og| {
+            og.initializer
+                .iter()
+                .filter_map(|t| t.name.as_ref().and_then(|n| inits.remove(n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    kept.extend(new_inits);
+    g.initializer = kept;
+    g.doc_string = Some(format!(
+        "{} Quantized by wms: QDQ, uint8 activations (per tensor, min-max calibrated), int8 weights (per output channel, symmetric); fp32 convolutions: {}.",
+        g.doc_string.as_deref().unwrap_or_default(),
+        plan.fp32_convs
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(out)
+}
+
+fn quantize_node(tensor: &str) -> NodeProto {
+    NodeProto {
+        input: vec![
+            tensor.to_string(),
+            format!("{tensor}/scale"),
+            format!("{tensor}/zero_point"),
+        ],
+        output: vec![format!("{tensor}/q")],
+        name: Some(format!("{tensor}/quantize")),
+        op_type: Some("QuantizeLinear".into()),
+        ..Default::default()
+    }
+}
+
+fn dequantize_node(
+    out: &str,
+    x: &str,
+    scale: &str,
+    zero_point: &str,
+    axis: Option<i64>,
+) -> NodeProto {
+    NodeProto {
+        input: vec![x.to_string(), scale.to_string(), zero_point.to_string()],
+        output: vec![out.to_string()],
+        name: Some(out.to_string()),
+        op_type: Some("DequantizeLinear".into()),
+        attribute: axis
+            .map(|a| AttributeProto {
+                name: Some("axis".into()),
+                r#type: Some(attribute_type::INT),
+                i: Some(a),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The values of an fp32 initializer written with `raw_data`.
+fn f32_values(t: &TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != Some(data_type::FLOAT) {
+        return None;
+    }
+    let raw = t.raw_data.as_ref()?;
+    Some(
+        raw.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+fn tensor(name: &str, dims: &[i64], ty: i32, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: Some(ty),
+        name: Some(name.to_string()),
+        doc_string: None,
+        raw_data: Some(raw),
+    }
+}
+
+fn scalar_f32(name: &str, v: f32) -> TensorProto {
+    tensor(name, &[], data_type::FLOAT, v.to_le_bytes().to_vec())
+}
+
+fn tensor_f32(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::FLOAT,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn tensor_u8(name: &str, dims: &[i64], v: &[u8]) -> TensorProto {
+    tensor(name, dims, data_type::UINT8, v.to_vec())
+}
+
+fn tensor_i8(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::INT8,
+        v.iter().map(|&x| x as u8).collect(),
+    )
+}
+
+fn tensor_i32(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::INT32,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_symmetric_per_channel() {
+        let (q, s) = quantize_weights(&[0.5, -1.0, 0.25, 0.0, 0.0, 0.0], 2);
+        assert_eq!(s, vec![1.0 / 127.0, 1.0]);
+        assert_eq!(q, vec![64, -127, 32, 0, 0, 0]);
+    }
+
+    #[test]
+    fn activation_params_contain_zero_and_map_the_range() {
+        let p = ActivationParams::from_range(Range {
+            min: 0.0,
+            max: 2.55,
+        });
+        assert!((p.scale - 0.01).abs() < 1e-7 && p.zero_point == 0, "{p:?}");
+        let p = ActivationParams::from_range(Range {
+            min: -1.0,
+            max: 1.0,
+        });
+        assert_eq!(p.zero_point, 128);
+        let p = ActivationParams::from_range(Range { min: 0.0, max: 0.0 });
+        assert_eq!(p.scale, MIN_SCALE);
+        let mut r = Range::EMPTY;
+        r.observe(&[0.5, -0.25, 3.0]);
+        assert_eq!(
+            r,
+            Range {
+                min: -0.25,
+                max: 3.0
+            }
+        );
+    }
+
+    #[test]
+    fn bias_uses_the_accumulator_scale() {
+        let (q, s) = quantize_bias(&[0.5, -0.02], 0.1, &[0.01, 0.002]);
+        assert_eq!(s, vec![0.001, 0.0002]);
+        assert_eq!(q, vec![500, -100]);
+    }
+}
