@@ -42,8 +42,46 @@ pub fn app(state: SharedState) -> Router {
         .with_state(state)
 }
 
-async fn index() -> Html<&'static str> {
-    Html(INDEX_HTML)
+/// The page, with what is loaded (name, version, the test metrics it was exported with)
+/// where it says `<!--models-->`.
+async fn index(State(state): State<SharedState>) -> Html<String> {
+    Html(INDEX_HTML.replace("<!--models-->", &loaded_models_html(&state)))
+}
+
+/// One list item per loaded model; every value escaped (metadata comes from the model file).
+fn loaded_models_html(state: &SharedState) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let mut html = String::from("<ul id=\"models\">");
+    for m in &state.models {
+        let info = m.engine.info();
+        html.push_str(&format!(
+            "<li><strong>{}</strong> version {}",
+            esc(&info.name),
+            esc(&info.version)
+        ));
+        let metrics: std::collections::BTreeMap<String, serde_json::Value> = info
+            .metadata
+            .get(crate::onnx::meta_keys::METRICS)
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        let shown: Vec<String> = metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("test_"))
+            .filter_map(|(k, v)| v.as_f64().map(|v| format!("{} {v:.4}", esc(k))))
+            .collect();
+        if !shown.is_empty() {
+            html.push_str(&format!(": {}", shown.join(", ")));
+        }
+        html.push_str("</li>");
+    }
+    html.push_str("</ul>");
+    html
 }
 
 #[derive(Serialize)]

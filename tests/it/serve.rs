@@ -472,6 +472,20 @@ async fn management_and_metrics_apis_have_torchserve_shapes() {
     let state = warm_state(&s).await;
     let mgmt = management::app(state.clone());
     let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+    // Issue 17: the web page shows what is loaded (name, version).
+    let page = body_bytes(
+        inference::app(state.clone())
+            .oneshot(get("/"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("<li><strong>meters</strong> version 2.1"),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
 
     let v = json(mgmt.clone().oneshot(get("/models")).await.unwrap()).await;
     assert_eq!(
