@@ -79,6 +79,14 @@ pub fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// Separates a hint from the message it ends: `"what failed; hint: what to do"`.
 const HINT: &str = "; hint: ";
 
+/// A message and the hint it ends with, if any.
+fn split_hint(text: String) -> (String, Option<String>) {
+    match text.split_once(HINT) {
+        Some((what, hint)) => (what.to_string(), Some(hint.to_string())),
+        None => (text, None),
+    }
+}
+
 /// The one line a user reads for an error: each message of the chain once, outermost first,
 /// joined by `: `, then the hints in the same order (`; hint: …`).
 pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
@@ -86,11 +94,7 @@ pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
     let mut hints = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
-        let text = e.to_string();
-        let (what, hint) = match text.split_once(HINT) {
-            Some((what, hint)) => (what.to_string(), Some(hint.to_string())),
-            None => (text, None),
-        };
+        let (what, hint) = split_hint(e.to_string());
         if !what.is_empty() {
             if !line.is_empty() {
                 line.push_str(": ");
@@ -116,11 +120,7 @@ pub(crate) fn assert_renders_once(err: &(dyn std::error::Error + 'static), hints
     let mut seen = 0;
     let mut next = Some(err);
     while let Some(e) = next {
-        let text = e.to_string();
-        let (what, hint) = match text.split_once(HINT) {
-            Some((what, hint)) => (what.to_string(), Some(hint.to_string())),
-            None => (text, None),
-        };
+        let (what, hint) = split_hint(e.to_string());
         if !what.is_empty() {
             assert_eq!(
                 line.matches(what.as_str()).count(),
