@@ -108,7 +108,11 @@ fn data_help_names_every_subcommand() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     // The first paragraph (clap wraps it to the terminal width).
-    let about = help.split("\n\n").next().unwrap_or_default().replace('\n', " ");
+    let about = help
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .replace('\n', " ");
     for command in ["synth", "qa", "add", "push", "pull"] {
         assert!(about.contains(command), "{command} missing from: {about}");
         assert!(

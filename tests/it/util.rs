@@ -32,6 +32,7 @@ pub fn bin(name: &str) -> Command {
     let mut cmd = Command::new(bin_path(name));
     // Image layers cached by `wms build-image` stay out of the user's ~/.cache.
     cmd.env("WMS_CACHE_DIR", test_cache_dir())
+        .env("WMS_TIMING_DIR", test_timing_dir())
         .env_remove("GITHUB_ACTIONS")
         .env_remove("GITHUB_OUTPUT")
         .env_remove("RUST_LOG");
@@ -54,6 +55,13 @@ pub fn venv() -> PathBuf {
 
 fn test_cache_dir() -> PathBuf {
     std::env::temp_dir().join("wms-test-cache")
+}
+
+/// Timing records of commands a test runs (`wms deploy` writes one per task) go here unless the
+/// test sets `WMS_TIMING_DIR` itself; without it they would land in the checkout's
+/// `comparison/records/` (the default for a command run inside a git work tree).
+fn test_timing_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("wms-test-timing-{}", std::process::id()))
 }
 
 /// `wms` as a [`TestCommand`].
@@ -99,6 +107,7 @@ impl TestCommand {
         cmd.env("VIRTUAL_ENV", &venv)
             .env("WMS_VENV", &venv)
             .env("WMS_CACHE_DIR", test_cache_dir())
+            .env("WMS_TIMING_DIR", test_timing_dir())
             .env("DO_NOT_TRACK", "1")
             .env("MLFLOW_DISABLE_TELEMETRY", "true")
             .env("DVC_NO_ANALYTICS", "1")
