@@ -1197,3 +1197,80 @@ fn readme_documents_every_input_output_and_default() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// The train action's step run as the runner would, with the real `wms-train`: every input
+/// changes what it does. `data`, `config` and `out` decide what it reads and where it writes (the
+/// outputs name the run folder's files, the checkpoint records the config), `seed` lands in the
+/// checkpoint's config, `device` is parsed by wms-train (an unknown one is refused, named), and
+/// `resume` makes it continue a run folder (an empty one is refused: nothing to resume).
+#[cfg(feature = "train")]
+#[test]
+fn train_action_inputs_reach_wms_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    util::wms()
+        .args(["data", "synth", "--out", "photos", "--count", "40"])
+        .args(["--size", "64x64", "--seed", "4"])
+        .current_dir(d)
+        .ok();
+    fs_err::write(
+        d.join("tiny.yaml"),
+        "data:\n  image_size: 64\nmodel:\n  base_filters: 4\ntraining:\n  epochs: 1\n  batch_size: 4\n",
+    )
+    .unwrap();
+    let train = |device: &str, out: &str, resume: &str| {
+        run_step(
+            "train",
+            "train",
+            &[
+                ("config", "tiny.yaml"),
+                ("data", "photos"),
+                ("seed", "7"),
+                ("device", device),
+                ("out", out),
+                ("resume", resume),
+            ],
+            &[],
+            d,
+        )
+    };
+
+    let a = train("cpu", "run-a", "false");
+    assert!(a.out.status.success(), "{}", a.text());
+    let checkpoint = PathBuf::from(&a.outputs["checkpoint"]);
+    assert!(
+        checkpoint.ends_with("run-a/best.safetensors"),
+        "{checkpoint:?}"
+    );
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(d.join("run-a/metrics.json")).unwrap())
+            .unwrap();
+    let reported: serde_json::Value = serde_json::from_str(&a.outputs["metrics"]).unwrap();
+    assert_eq!(reported, on_disk);
+    let iou: f64 = a.outputs["test_iou"].parse().unwrap();
+    assert!((0.0..=1.0).contains(&iou), "{iou}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(d.join("run-a/checkpoint.json")).unwrap())
+            .unwrap();
+    let config = &meta["config"];
+    assert_eq!(config["training"]["seed"], 7, "{config}");
+    assert_eq!(config["data"]["image_size"], 64, "{config}");
+    assert_eq!(config["model"]["base_filters"], 4, "{config}");
+
+    let bad = train("tpu", "run-b", "false");
+    assert!(!bad.out.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.out.stderr).contains("tpu"),
+        "{}",
+        bad.text()
+    );
+
+    fs_err::create_dir_all(d.join("run-c")).unwrap();
+    let resumed = train("cpu", "run-c", "true");
+    assert!(!resumed.out.status.success(), "{}", resumed.text());
+    assert!(
+        String::from_utf8_lossy(&resumed.out.stderr).contains("cannot resume from"),
+        "{}",
+        resumed.text()
+    );
+}
