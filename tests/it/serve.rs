@@ -544,14 +544,19 @@ async fn management_and_metrics_apis_have_torchserve_shapes() {
     }
 }
 
-/// The real binary on loopback ports of its choosing; killed on drop.
+/// The real binary ([`crate::util::ServeProcess`]) serving the fixture model from its own temp dir.
 struct Server {
-    child: Child,
+    process: crate::util::ServeProcess,
     model: PathBuf,
-    inference: String,
-    management: String,
-    metrics: String,
     _dir: tempfile::TempDir,
+}
+
+/// `server.inference`, `server.child`, … are the process's.
+impl std::ops::Deref for Server {
+    type Target = crate::util::ServeProcess;
+    fn deref(&self) -> &Self::Target {
+        &self.process
+    }
 }
 
 impl Server {
@@ -563,42 +568,10 @@ impl Server {
     fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let model = fixture_model(dir.path());
-        let mut child = bin("wms-serve")
-            .envs(env.iter().copied())
-            .arg("--model")
-            .arg(&model)
-            .args([
-                "--inference-address",
-                "http://127.0.0.1:0",
-                "--management-address",
-                "http://127.0.0.1:0",
-                "--metrics-address",
-                "http://127.0.0.1:0",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addr = |key: &str| {
-            let line = lines
-                .next()
-                .expect("wms-serve exited before printing its addresses")
-                .unwrap();
-            line.strip_prefix(&format!("{key}="))
-                .unwrap_or_else(|| panic!("expected {key}=…, got {line}"))
-                .to_string()
-        };
-        let inference = addr("inference_address");
-        let management = addr("management_address");
-        let metrics = addr("metrics_address");
+        let process = crate::util::ServeProcess::start_with_env(&model, extra, env);
         Server {
-            child,
+            process,
             model,
-            inference,
-            management,
-            metrics,
             _dir: dir,
         }
     }
@@ -655,7 +628,7 @@ impl Server {
     fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -664,13 +637,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

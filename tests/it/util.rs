@@ -448,8 +448,18 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(model: &std::path::Path, extra: &[&str]) -> ServeProcess {
+        ServeProcess::start_with_env(model, extra, &[])
+    }
+
+    /// With `WMS_SERVE_*` variables (the `config.properties` keys without flags).
+    pub fn start_with_env(
+        model: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
         use std::io::BufRead as _;
         let mut child = bin("wms-serve")
+            .envs(env.iter().copied())
             .arg("--model")
             .arg(model)
             .args([
