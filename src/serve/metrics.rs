@@ -324,14 +324,13 @@ mod tests {
                 "{text}"
             );
         }
-        let b = |version: &str, le: &str| {
+        let bucket = |name: &str, version: &str, le: &str| {
             sample(
                 &text,
-                &format!(
-                    r#"wms_input_brightness_bucket{{le="{le}",model="meters",version="{version}"}}"#
-                ),
+                &format!(r#"{name}_bucket{{le="{le}",model="meters",version="{version}"}}"#),
             )
         };
+        let b = |version: &str, le: &str| bucket("wms_input_brightness", version, le);
         // Cumulative buckets in twentieths: 0.42 ≤ 0.45, 0.61 ≤ 0.65.
         assert_eq!(b("v1", "0.4"), 0.0);
         assert_eq!(b("v1", "0.45"), 1.0);
@@ -346,14 +345,7 @@ mod tests {
             ),
             1.03
         );
-        let c = |version: &str, le: &str| {
-            sample(
-                &text,
-                &format!(
-                    r#"wms_mask_coverage_bucket{{le="{le}",model="meters",version="{version}"}}"#
-                ),
-            )
-        };
+        let c = |version: &str, le: &str| bucket("wms_mask_coverage", version, le);
         // An empty mask lands in the le="0.0" bucket, which the empty-mask alert reads.
         assert_eq!(c("v1", "0.0"), 1.0);
         assert_eq!(c("v1", "0.03"), 1.0);
