@@ -1122,41 +1122,17 @@ fn model_file(dir: &Path) -> PathBuf {
 
 /// A real wms-serve on loopback; killed on drop.
 struct Serve {
-    child: Child,
+    _process: crate::util::ServeProcess,
     addr: SocketAddr,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_serve(model: &Path) -> Serve {
-    use std::io::BufRead as _;
-    let mut child = bin("wms-serve")
-        .arg("--model")
-        .arg(model)
-        .args([
-            "--inference-address",
-            "http://127.0.0.1:0",
-            "--management-address",
-            "http://127.0.0.1:0",
-            "--metrics-address",
-            "http://127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    let process = crate::util::ServeProcess::start(model, &[]);
+    let addr: SocketAddr = process
+        .inference
+        .trim_start_matches("http://")
+        .parse()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("inference_address=")
-        .unwrap()
-        .to_string();
-    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     // Wait until the model is loaded.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1172,7 +1148,10 @@ fn start_serve(model: &Path) -> Serve {
         assert!(Instant::now() < deadline, "wms-serve not healthy");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Serve { child, addr }
+    Serve {
+        _process: process,
+        addr,
+    }
 }
 
 #[test]
