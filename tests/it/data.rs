@@ -2,52 +2,34 @@
 //! through the binary, and the preprocessing checked against a numpy reference.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use image::{GrayImage, RgbImage};
 use wms::data::preprocess::PreprocessSpec;
 use wms::data::preprocess::{normalize_resized_into, percentile_from_histogram};
 use wms::data::{Dataset, Loader, LoaderConfig, SplitRatios, split};
 
-use crate::util::{bin, python};
+use crate::util::{TestCommand, python, run_python, synth, wms};
 
-fn synth(out: &Path, count: usize, size: &str, seed: u64) -> Output {
-    let out = bin("wms")
-        .args(["data", "synth", "--out"])
-        .arg(out)
-        .args([
-            "--count",
-            &count.to_string(),
-            "--size",
-            size,
-            "--seed",
-            &seed.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn qa(dir: &Path) -> (Output, serde_json::Value) {
-    let json = dir.join("qa.json");
-    let md = dir.join("qa.md");
-    let out = bin("wms")
+/// `wms data qa DIR` writing its JSON and Markdown reports into `dir`; run it with `.ok()` or
+/// `.fails(1)` and read the reports with [`qa_report`].
+fn qa(dir: &Path) -> TestCommand {
+    wms()
         .args(["data", "qa"])
         .arg(dir)
         .arg("--json")
-        .arg(&json)
+        .arg(dir.join("qa.json"))
         .arg("--markdown")
-        .arg(&md)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&fs_err::read(&json).unwrap()).unwrap();
-    assert!(fs_err::read_to_string(&md).unwrap().contains("## Data QA"));
-    (out, report)
+        .arg(dir.join("qa.md"))
+}
+
+/// The JSON report of a [`qa`] run, after checking that its Markdown report was written too.
+fn qa_report(dir: &Path) -> serde_json::Value {
+    assert!(
+        fs_err::read_to_string(dir.join("qa.md"))
+            .unwrap()
+            .contains("## Data QA")
+    );
+    serde_json::from_slice(&fs_err::read(dir.join("qa.json")).unwrap()).unwrap()
 }
 
 fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -70,7 +52,7 @@ fn synth_is_deterministic_by_seed_and_windows_cover_1_to_9_percent() {
     let d = tempfile::tempdir().unwrap();
     let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
     let out = synth(&a, 24, "128x96", 3);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("synthesized 24 images"));
+    assert!(out.stdout().contains("synthesized 24 images"), "{out}");
     synth(&b, 24, "128x96", 3);
     synth(&c, 24, "128x96", 4);
     for sub in ["images", "masks"] {
@@ -98,8 +80,8 @@ fn synth_is_deterministic_by_seed_and_windows_cover_1_to_9_percent() {
             s.stem
         );
     }
-    let (out, report) = qa(&a);
-    assert!(out.status.success(), "{report}");
+    qa(&a).ok();
+    let report = qa_report(&a);
     assert_eq!(report["ok"], true);
     assert_eq!(report["valid_pairs"], 24);
 }
@@ -140,9 +122,9 @@ fn valid_dataset(n: usize) -> tempfile::TempDir {
 }
 
 fn assert_qa_fails_with(dir: &Path, kind: &str, file: &str) {
-    let (out, report) = qa(dir);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = qa(dir).fails(1);
+    let stderr = out.stderr();
+    let report = qa_report(dir);
     assert_eq!(report["ok"], false);
     let errors = report["errors"].as_array().unwrap();
     assert!(
@@ -268,20 +250,8 @@ fn contrast_stretch_and_median_match_numpy_bit_for_bit() {
         let input: PathBuf = d.path().join(format!("in{case}.u8"));
         let output = d.path().join(format!("out{case}.f32"));
         fs_err::write(&input, img.as_raw()).unwrap();
-        let run = std::process::Command::new(&py)
-            .arg("-c")
-            .arg(NUMPY_REFERENCE)
-            .arg(&input)
-            .arg(&output)
-            .arg(h.to_string())
-            .arg(w.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let (height, width) = (PathBuf::from(h.to_string()), PathBuf::from(w.to_string()));
+        let stdout = run_python(NUMPY_REFERENCE, &[&input, &output, &height, &width]);
         let want: Vec<f32> = fs_err::read(&output)
             .unwrap()
             .chunks_exact(4)
@@ -296,7 +266,6 @@ fn contrast_stretch_and_median_match_numpy_bit_for_bit() {
         normalize_resized_into(&img, &spec, &mut got);
         assert_eq!(got, want, "case {case}");
 
-        let stdout = String::from_utf8_lossy(&run.stdout);
         let (p2, p98) = stdout.trim().split_once(' ').unwrap();
         let mut hist = [0u64; 256];
         for &v in img.as_raw() {

@@ -503,3 +503,80 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+// ---- Programs that are not ours, and fixtures several test modules share ----
+
+impl TestCommand {
+    /// A program that is not ours (Python, skopeo, openssl, this test binary run as a child) with
+    /// the test's own environment, since such tools read their own settings from it: the same
+    /// `.ok()` / `.fails(code)` checks and panic messages, without the clean slate of [`new`].
+    ///
+    /// [`new`]: TestCommand::new
+    pub fn external(program: impl AsRef<OsStr>) -> Self {
+        TestCommand {
+            cmd: Command::new(program),
+            stdin: None,
+            github_output: None,
+            step_summary: None,
+            scratch: None,
+        }
+    }
+}
+
+/// The project venv's Python as a [`TestCommand`]: `VIRTUAL_ENV` set, two threads (as CI's two
+/// cores), no `.pyc` files written next to the scripts it imports.
+pub fn python_command() -> TestCommand {
+    TestCommand::external(python())
+        .env("VIRTUAL_ENV", venv())
+        .env("OMP_NUM_THREADS", "2")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+}
+
+/// `python -c script args…` with the venv's Python; its stdout. The test fails with the whole
+/// run (stdout and stderr) when Python does.
+#[track_caller]
+pub fn run_python(script: &str, args: &[&Path]) -> String {
+    python_command()
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .ok()
+        .stdout()
+}
+
+/// The folder holding `reference.py`, upstream's `WaterMetersUNet` in PyTorch written from the
+/// DESIGN §5 facts (the `make bench-train` reference): test scripts import it from there
+/// (`sys.path.insert(0, …); from reference import WaterMetersUNet`) instead of a copy each.
+pub fn torch_reference_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/train")
+}
+
+/// `wms data synth`: `count` synthetic photo/mask pairs of `size` (`WxH`) drawn from `seed`,
+/// under `out`.
+#[track_caller]
+pub fn synth(out: &Path, count: usize, size: &str, seed: u64) -> TestOutput {
+    wms()
+        .args(["data", "synth", "--out"])
+        .arg(out)
+        .args(["--count", &count.to_string(), "--size", size])
+        .args(["--seed", &seed.to_string()])
+        .ok()
+}
+
+/// A tiny random U-Net (base 4, weights drawn from `seed`) named `meters` with a
+/// `width`×`height` input, exported as `version` by the library's own exporter to `path`.
+pub fn small_model(path: &Path, seed: u64, (width, height): (u32, u32), version: &str) -> PathBuf {
+    let spec = wms::model::ModelSpec {
+        base_filters: 4,
+        ..wms::model::ModelSpec::default()
+    };
+    let mut ckpt = wms::onnx::fixtures::random_checkpoint(spec, seed);
+    ckpt.meta.model_name = "meters".into();
+    ckpt.meta.preprocessing.input_width = width;
+    ckpt.meta.preprocessing.input_height = height;
+    let opts = wms::onnx::ExportOptions {
+        version: version.into(),
+    };
+    fs_err::write(path, wms::onnx::export(&ckpt, &opts).expect("export")).unwrap();
+    path.to_path_buf()
+}
