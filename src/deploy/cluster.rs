@@ -74,9 +74,15 @@ impl Cluster {
 
     /// `config` with wms' timeouts: connecting gives up after [`CONNECT_TIMEOUT`]; reads
     /// wait longer than a watch's own timeoutSeconds (at most 290 s).
+    ///
+    /// kube's default retry is off: it repeats every 429/503/504 up to 15 times with a backoff
+    /// doubling from 5 ms (about 5 minutes in all), so a smoke test whose service proxy answers
+    /// 503 (the pod does not answer) failed only after those minutes, and any such answer
+    /// overran `--wait`. A failed request is reported at once, naming what it was.
     pub fn with_timeouts(mut config: kube::Config) -> kube::Config {
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(Duration::from_secs(330));
+        config.default_retry = false;
         config
     }
 

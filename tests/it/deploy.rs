@@ -6,13 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::kubeapi::{KubeApi, Options, Outcome};
-use crate::util::bin;
+use crate::util::{TestCommand, wms};
 
 const MODEL: &str = "meters";
 
@@ -54,30 +54,31 @@ impl Env {
         })
     }
 
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = bin("wms");
-        cmd.arg("deploy")
+    /// Pods ready after 100 ms, and a rollout not complete after 2 s gets
+    /// `ProgressDeadlineExceeded` (the real `progressDeadlineSeconds`, scaled down).
+    fn failing_fast() -> Env {
+        Env::new(Options {
+            ready_after: Duration::from_millis(100),
+            progress_deadline: Some(Duration::from_secs(2)),
+            ..Options::default()
+        })
+    }
+
+    /// `wms deploy <args>` against this API server; every command appends to one step-outputs
+    /// file and writes its timing records under the test's own dir.
+    fn command(&self, args: &[&str]) -> TestCommand {
+        wms()
+            .arg("deploy")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("WMS_TIMING_DIR", self.dir.path().join("records"))
-            .env("GITHUB_OUTPUT", self.dir.path().join("github_output"))
-            .env_remove("GITHUB_SHA")
-            .stdin(Stdio::null());
-        cmd
+            .github_output(self.dir.path().join("github_output"))
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
+    /// Runs a command that must succeed; returns its last stdout line as JSON (null if none).
+    #[track_caller]
     fn ok(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "wms deploy {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = self.command(args).ok().stdout();
         stdout
             .lines()
             .last()
@@ -86,15 +87,9 @@ impl Env {
     }
 
     /// Runs a command that must fail with exit 1; returns its stderr.
+    #[track_caller]
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "wms deploy {args:?} should fail with 1:\n{stderr}"
-        );
-        stderr
+        self.command(args).fails(1).stderr()
     }
 
     fn apply(&self, version: &str, n: u8, extra: &[&str]) -> Value {
@@ -313,11 +308,7 @@ fn the_service_monitor_is_applied_only_when_its_crd_exists() {
 
 #[test]
 fn rollout_failures_name_each_pods_reason_and_last_log_lines() {
-    let env = Env::new(Options {
-        ready_after: Duration::from_millis(100),
-        progress_deadline: Some(Duration::from_secs(2)),
-        ..Options::default()
-    });
+    let env = Env::failing_fast();
     let cases = [
         ("v1", Outcome::ImagePullBackOff, "ImagePullBackOff", None),
         (
@@ -507,11 +498,7 @@ fn a_watch_that_ends_mid_rollout_is_watched_again_and_a_410_reads_again() {
 
 #[test]
 fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_not_ready() {
-    let env = Env::new(Options {
-        ready_after: Duration::from_millis(100),
-        progress_deadline: Some(Duration::from_secs(2)),
-        ..Options::default()
-    });
+    let env = Env::failing_fast();
     env.apply("v1", 1, &[]);
     env.apply("v2", 2, &[]);
     env.api.set_outcome(&ns("v3"), Outcome::CrashLoopBackOff);
@@ -764,11 +751,7 @@ fn cleanup_keeps_the_promoted_and_previous_versions_and_reports_a_stuck_namespac
 
 #[test]
 fn status_json_lists_versions_readiness_digests_and_the_promoted_one() {
-    let env = Env::new(Options {
-        ready_after: Duration::from_millis(100),
-        progress_deadline: Some(Duration::from_secs(2)),
-        ..Options::default()
-    });
+    let env = Env::failing_fast();
     env.apply("v1", 1, &[]);
     env.api.set_outcome(&ns("v2"), Outcome::ImagePullBackOff);
     let img = image(2);
@@ -795,8 +778,7 @@ fn status_json_lists_versions_readiness_digests_and_the_promoted_one() {
             .iter()
             .all(|r| r["task"] != "debug" || r["outcome"] == "success")
     );
-    let table = env.run(&["status"]);
-    let text = String::from_utf8_lossy(&table.stdout);
+    let text = env.command(&["status"]).ok().stdout();
     assert!(text.contains("NAMESPACE"), "{text}");
     assert!(text.contains(&ns("v1")), "{text}");
 }
@@ -810,6 +792,7 @@ fn a_second_deploy_waits_for_the_lease_and_fails_naming_its_holder() {
     let img1 = image(1);
     let mut first: Child = env
         .command(&apply_args("v1", &img1, &["--wait", "30s"]))
+        .into_command()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -817,16 +800,7 @@ fn a_second_deploy_waits_for_the_lease_and_fails_naming_its_holder() {
     env.api.wait_until(
         "the first deploy to hold the lease",
         Duration::from_secs(20),
-        |a| {
-            a.object(
-                "coordination.k8s.io",
-                "v1",
-                "leases",
-                "wms-system",
-                "wms-deploy",
-            )
-            .is_some_and(|l| l["spec"]["holderIdentity"].is_string())
-        },
+        |a| lease(a).is_some_and(|l| l["spec"]["holderIdentity"].is_string()),
     );
     let img2 = image(2);
     let started = Instant::now();
@@ -845,23 +819,9 @@ fn a_second_deploy_waits_for_the_lease_and_fails_naming_its_holder() {
         "the second deploy wrote before it had the lock"
     );
     // With time to wait, the second runs once the first is done.
-    let second = env.run(&apply_args("v2", &img2, &["--lock-timeout", "60s"]));
+    env.ok(&apply_args("v2", &img2, &["--lock-timeout", "60s"]));
     assert!(first.wait().unwrap().success());
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let lease = env
-        .api
-        .object(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "wms-system",
-            "wms-deploy",
-        )
-        .unwrap();
+    let lease = lease(&env.api).expect("the deploy Lease");
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
     assert!(
         lease["spec"]["leaseTransitions"].as_i64().unwrap() >= 1,
@@ -869,29 +829,41 @@ fn a_second_deploy_waits_for_the_lease_and_fails_naming_its_holder() {
     );
 }
 
+/// The deploy lock: Lease `wms-system/wms-deploy`.
+fn lease(api: &KubeApi) -> Option<Value> {
+    api.object(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "wms-system",
+        "wms-deploy",
+    )
+}
+
+/// The deploy lock held by `holder` for `seconds` from `renewed` (RFC 3339), as another deploy
+/// would leave it.
+fn hold_lease(api: &KubeApi, holder: &str, seconds: u64, renewed: &str) {
+    api.create(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "wms-system"}}));
+    api.create(
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "wms-deploy", "namespace": "wms-system"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds,
+                 "renewTime": renewed}}),
+    );
+}
+
 #[test]
 fn an_expired_lease_is_taken_over() {
     let env = Env::fast();
-    env.api
-        .create(json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "wms-system"}}));
-    env.api.create(
-        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "wms-deploy", "namespace": "wms-system"},
-        "spec": {"holderIdentity": "a crashed deploy", "leaseDurationSeconds": 5,
-                 "renewTime": "2020-01-01T00:00:00.000000Z"}}),
+    hold_lease(
+        &env.api,
+        "a crashed deploy",
+        5,
+        "2020-01-01T00:00:00.000000Z",
     );
     env.apply("v1", 1, &["--lock-timeout", "1s"]);
-    let lease = env
-        .api
-        .object(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "wms-system",
-            "wms-deploy",
-        )
-        .unwrap();
+    let lease = lease(&env.api).expect("the deploy Lease");
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
 }
@@ -899,16 +871,8 @@ fn an_expired_lease_is_taken_over() {
 #[test]
 fn a_live_lease_of_someone_else_is_waited_for_then_named() {
     let env = Env::fast();
-    env.api
-        .create(json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "wms-system"}}));
     let now = wms::timing::Timestamp::now().rfc3339();
-    env.api.create(
-        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "wms-deploy", "namespace": "wms-system"},
-        "spec": {"holderIdentity": "a person's laptop", "leaseDurationSeconds": 600,
-                 "renewTime": now}}),
-    );
+    hold_lease(&env.api, "a person's laptop", 600, &now);
     let img = image(1);
     let stderr = env.fails(&apply_args("v1", &img, &["--lock-timeout", "1s"]));
     assert!(
@@ -948,9 +912,7 @@ fn unreachable_unauthorized_and_forbidden_are_one_line_naming_context_and_permis
         .replace("right", "wrong");
     let bad = env.dir.path().join("bad-kubeconfig");
     fs_err::write(&bad, text).unwrap();
-    let out = env.command(&args).env("KUBECONFIG", &bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = env.command(&args).env("KUBECONFIG", &bad).fails(1).stderr();
     let line = error_line(&stderr);
     assert!(
         line.contains("refused the credentials of context ci (401"),
@@ -967,13 +929,11 @@ fn unreachable_unauthorized_and_forbidden_are_one_line_naming_context_and_permis
         .replace(&env.api.url(), &format!("http://127.0.0.1:{port}"));
     let gone = env.dir.path().join("gone-kubeconfig");
     fs_err::write(&gone, text).unwrap();
-    let out = env
+    let stderr = env
         .command(&args)
         .env("KUBECONFIG", &gone)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .fails(1)
+        .stderr();
     let line = error_line(&stderr);
     assert!(
         line.contains(&format!(
@@ -1008,7 +968,7 @@ fn names_that_are_not_dns_safe_and_tags_are_refused_before_any_request() {
         env.api.requests()
     );
     env.apply("v1", 0, &["--wait", "0"]);
-    let tagged = env.run(&[
+    env.command(&[
         "render",
         "--model",
         MODEL,
@@ -1017,29 +977,26 @@ fn names_that_are_not_dns_safe_and_tags_are_refused_before_any_request() {
         "--image",
         "r/m:v2",
         "--allow-tag",
-    ]);
-    assert!(tagged.status.success());
+    ])
+    .ok();
 }
 
 #[test]
 fn render_prints_the_objects_apply_applies() {
     let env = Env::fast();
     let img = image(1);
-    let out = env.run(&[
-        "render",
-        "--model",
-        MODEL,
-        "--version",
-        "v1",
-        "--image",
-        &img,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).unwrap();
+    let yaml = env
+        .command(&[
+            "render",
+            "--model",
+            MODEL,
+            "--version",
+            "v1",
+            "--image",
+            &img,
+        ])
+        .ok()
+        .stdout();
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
@@ -1104,20 +1061,7 @@ fn contains(have: &Value, want: &Value) -> bool {
 
 /// A small ONNX model named `meters`, exported by wms itself.
 fn model_file(dir: &Path) -> PathBuf {
-    let spec = wms::model::ModelSpec {
-        base_filters: 4,
-        ..wms::model::ModelSpec::default()
-    };
-    let mut ckpt = wms::onnx::fixtures::random_checkpoint(spec, 3);
-    ckpt.meta.model_name = MODEL.into();
-    ckpt.meta.preprocessing.input_width = 64;
-    ckpt.meta.preprocessing.input_height = 48;
-    let path = dir.join("meters.onnx");
-    let opts = wms::onnx::ExportOptions {
-        version: "1".into(),
-    };
-    fs_err::write(&path, wms::onnx::export(&ckpt, &opts).unwrap()).unwrap();
-    path
+    crate::util::small_model(&dir.join("meters.onnx"), 3, (64, 48), "1")
 }
 
 /// A real wms-serve on loopback; killed on drop.
@@ -1177,15 +1121,16 @@ fn the_smoke_test_reaches_a_real_wms_serve_through_the_service_proxy() {
     );
     assert_eq!(out["smoke_test"]["ping"], "Healthy", "{out}");
     assert_eq!(out["smoke_test"]["mask_size"], json!([90, 70]), "{out}");
-    let proxied: Vec<_> = env
-        .api
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.contains("/services/http:meters:8080/proxy/"))
-        .map(|r| (r.method, r.path))
-        .collect();
+    let proxied = || -> Vec<(String, String)> {
+        env.api
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/services/http:meters:8080/proxy/"))
+            .map(|r| (r.method, r.path))
+            .collect()
+    };
     assert_eq!(
-        proxied,
+        proxied(),
         [
             (
                 "GET".to_string(),
@@ -1213,12 +1158,26 @@ fn the_smoke_test_reaches_a_real_wms_serve_through_the_service_proxy() {
         "{n}"
     );
 
-    // A server that is down: the smoke test fails naming the proxy path.
+    // A server that is down: the proxy answers 503 and the smoke test fails at once naming the
+    // proxy path, after one request (the client's default retry of 503s took about 5 minutes).
     drop(serve);
+    let before = proxied().len();
     let img = image(1);
     let stderr = env.fails(&apply_args("v1", &img, &["--smoke-ping"]));
     let line = error_line(&stderr);
     assert!(line.contains("smoke test of /api/v1/namespaces/wms-meters-v1/services/http:meters:8080/proxy/ping failed"), "{line}");
+    assert!(line.contains("503"), "{line}");
+    assert_eq!(
+        proxied()[before..],
+        [(
+            "GET".to_string(),
+            format!(
+                "/api/v1/namespaces/{}/services/http:meters:8080/proxy/ping",
+                ns("v1")
+            )
+        )],
+        "the smoke test must not retry"
+    );
 }
 
 #[test]
@@ -1233,19 +1192,16 @@ fn the_action_script_passes_inputs_as_arguments_never_as_shell() {
     );
     let pwned = env.dir.path().join("pwned");
     let run = |vars: &[(&str, String)]| {
-        let mut cmd = std::process::Command::new("bash");
-        cmd.arg(&script)
+        TestCommand::external("bash")
+            .arg(&script)
             .env("PATH", &path)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("WMS_TIMING_DIR", env.dir.path().join("records"))
             .env("GITHUB_OUTPUT", env.dir.path().join("github_output"))
-            .env_remove("GITHUB_ACTIONS");
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+            .env_remove("GITHUB_ACTIONS")
+            .envs(vars.iter().map(|(k, v)| (k, v)))
     };
-    let out = run(&[
+    run(&[
         ("IN_COMMAND", "apply".into()),
         ("IN_IMAGE", image(1)),
         ("IN_VERSION", "v1".into()),
@@ -1254,28 +1210,20 @@ fn the_action_script_passes_inputs_as_arguments_never_as_shell() {
         ("IN_NAMESPACE_PREFIX", "wms-".into()),
         ("IN_SYSTEM_NAMESPACE", "wms-system".into()),
         ("IN_FORCE", "false".into()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ])
+    .ok();
     let hostile = format!(
         "job_queue_size=$(touch {})`touch {}`",
         pwned.display(),
         pwned.display()
     );
-    let out = run(&[
+    run(&[
         ("IN_COMMAND", "config".into()),
         ("IN_VERSION", "v1".into()),
         ("IN_MODEL", MODEL.into()),
         ("IN_SET", format!("batch_size=8\r\n\n{hostile}\n")),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ])
+    .ok();
     assert!(!pwned.exists(), "an input ran as shell");
     let cm = env
         .api
@@ -1284,8 +1232,7 @@ fn the_action_script_passes_inputs_as_arguments_never_as_shell() {
     let text = cm["data"]["config.properties"].as_str().unwrap();
     assert!(text.contains("\nbatch_size=8\n"), "{text}");
     assert!(text.contains(&format!("\n{hostile}\n")), "{text}");
-    let out = run(&[("IN_COMMAND", "delete-everything".into())]);
-    assert_eq!(out.status.code(), Some(2));
+    run(&[("IN_COMMAND", "delete-everything".into())]).fails(2);
     let outputs = env.outputs();
     assert!(
         outputs.contains(&("namespace".into(), ns("v1"))),
