@@ -1,16 +1,14 @@
 //! Behaviour of the binaries as a user meets it: exit codes and one-line errors.
 
-use crate::util::bin;
+use crate::util::{TestCommand, action, bin_path, command_step, wms};
 
 #[test]
 fn serve_with_missing_onnxruntime_names_the_paths_tried() {
-    let out = bin("wms-serve")
+    let stderr = TestCommand::new("wms-serve")
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
         .args(["--model", "model.onnx"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+        .fails(1)
+        .stderr();
     assert!(
         stderr.contains("/nonexistent/libonnxruntime.so"),
         "{stderr}"
@@ -25,36 +23,24 @@ fn serve_with_missing_onnxruntime_names_the_paths_tried() {
 
 #[test]
 fn doctor_finds_the_pinned_onnxruntime_in_the_project_venv() {
-    let out = bin("wms")
-        .env_remove("ORT_DYLIB_PATH")
-        .arg("doctor")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("libonnxruntime.so"), "{stdout}");
+    let out = wms().env_remove("ORT_DYLIB_PATH").arg("doctor").ok();
+    assert!(out.stdout().contains("libonnxruntime.so"), "{out}");
 }
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
-    let out = bin("wms").arg("--no-such-flag").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = wms().arg("--no-such-flag").fails(2);
+    assert!(out.stderr().contains("--no-such-flag"), "{out}");
 }
 
 #[test]
 fn json_log_format_writes_one_json_object_per_line() {
-    let out = bin("wms")
+    let stderr = wms()
         .env_remove("ORT_DYLIB_PATH")
         .env("RUST_LOG", "info")
         .args(["--log-format", "json", "doctor"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .ok()
+        .stderr();
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(
         !lines.is_empty(),
@@ -71,29 +57,25 @@ fn json_log_format_writes_one_json_object_per_line() {
 /// plain text; a terminal (a pty from util-linux `script`) gets colour unless `NO_COLOR` is set.
 #[test]
 fn logs_are_coloured_only_on_a_terminal_without_no_color() {
-    let piped = bin("wms")
+    let stderr = wms()
         .env_remove("ORT_DYLIB_PATH")
-        .env_remove("NO_COLOR")
         .env("RUST_LOG", "info")
         .arg("doctor")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&piped.stderr);
+        .ok()
+        .stderr();
     assert!(stderr.contains("INFO"), "expected a log line: {stderr}");
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     let on_a_terminal = |no_color: Option<&str>| {
-        let mut cmd = std::process::Command::new("script");
-        let wms = bin("wms").get_program().to_string_lossy().into_owned();
-        cmd.args(["-qec", &format!("{wms} doctor"), "/dev/null"])
+        let wms = bin_path("wms");
+        let mut cmd = TestCommand::external("script")
+            .args(["-qec", &format!("{} doctor", wms.display()), "/dev/null"])
             .env_remove("ORT_DYLIB_PATH")
             .env("RUST_LOG", "info")
             .env_remove("NO_COLOR");
         if let Some(v) = no_color {
-            cmd.env("NO_COLOR", v);
+            cmd = cmd.env("NO_COLOR", v);
         }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        cmd.ok().stdout()
     };
     let tty = on_a_terminal(None);
     assert!(tty.contains("INFO") && tty.contains('\x1b'), "{tty:?}");
@@ -104,9 +86,7 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
 /// Issue 17: `wms data --help` names every data command, not only synth and qa.
 #[test]
 fn data_help_names_every_subcommand() {
-    let out = bin("wms").args(["data", "--help"]).output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = wms().args(["data", "--help"]).ok().stdout();
     // The first paragraph (clap wraps it to the terminal width).
     let about = help
         .split("\n\n")
@@ -122,46 +102,14 @@ fn data_help_names_every_subcommand() {
     }
 }
 
-fn action(name: &str) -> serde_yaml::Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("actions/{name}/action.yml"));
-    serde_yaml::from_str(&fs_err::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The step of `action` that runs `command`, checked to pass every input as the `INPUT_*`
-/// variable wms reads (`INPUT_` + the name upper-cased, hyphens kept, as the runner names them).
-fn command_step(action: &serde_yaml::Value, command: &str) -> serde_yaml::Value {
-    let step = action["runs"]["steps"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|s| s["run"].as_str() == Some(command))
-        .unwrap_or_else(|| panic!("no step runs `{command}`"))
-        .clone();
-    for (name, _) in action["inputs"].as_mapping().unwrap() {
-        let name = name.as_str().unwrap();
-        let var = format!("INPUT_{}", name.to_uppercase());
-        assert_eq!(
-            step["env"][var.as_str()].as_str(),
-            Some(format!("${{{{ inputs.{name} }}}}").as_str()),
-            "{command}: {var}"
-        );
-    }
-    step
-}
-
-/// Runs `wms <args>` with the action's inputs as the runner would set them (`values` for some,
-/// each other input's default), and returns the step outputs written.
-fn run_action_step(
+/// `wms <args>` with the action's inputs as the runner would set them (`values` for some, each
+/// other input's default), writing step outputs.
+fn action_step(
     action: &serde_yaml::Value,
     args: &[&str],
     values: &[(&str, String)],
-    dir: &std::path::Path,
-) -> (std::process::Output, Vec<(String, String)>) {
-    let gh_output = dir.join("github_output");
-    fs_err::write(&gh_output, "").unwrap();
-    let mut cmd = bin("wms");
-    cmd.args(args).env("GITHUB_OUTPUT", &gh_output);
+) -> TestCommand {
+    let mut cmd = wms().args(args).step_outputs();
     for (name, spec) in action["inputs"].as_mapping().unwrap() {
         let name = name.as_str().unwrap();
         let value = values
@@ -170,12 +118,9 @@ fn run_action_step(
             .map(|(_, v)| v.clone())
             .or_else(|| spec["default"].as_str().map(str::to_string))
             .unwrap_or_default();
-        cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
+        cmd = cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
     }
-    let out = cmd.output().unwrap();
-    let text = fs_err::read_to_string(&gh_output).unwrap();
-    let outputs = wms::github::actions::parse_file_command("GITHUB_OUTPUT", &text).unwrap();
-    (out, outputs)
+    cmd
 }
 
 #[test]
@@ -192,22 +137,16 @@ fn gate_action_passes_its_inputs_and_maps_its_outputs() {
         ("baseline", baseline.display().to_string()),
         ("min", "test_iou=0.8".to_string()),
     ];
-    let (out, outputs) = run_action_step(&action, &["gate"], &values, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let get = |k: &str| outputs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert_eq!(get("improved").as_deref(), Some("true"));
-    assert!(get("table").unwrap().contains("test_iou"));
+    let out = action_step(&action, &["gate"], &values).ok();
+    assert_eq!(out.output("improved"), "true");
+    assert!(out.output("table").contains("test_iou"), "{out}");
     for (name, spec) in action["outputs"].as_mapping().unwrap() {
         let value = spec["value"].as_str().unwrap();
         let key = value
             .strip_prefix("${{ steps.gate.outputs.")
             .and_then(|v| v.strip_suffix(" }}"))
             .unwrap_or_else(|| panic!("{name:?}: {value}"));
-        assert!(get(key).is_some(), "output {key} not written");
+        out.output(key);
     }
     // A minimum the candidate misses fails the step with the gate's exit code.
     let values = [
@@ -215,9 +154,8 @@ fn gate_action_passes_its_inputs_and_maps_its_outputs() {
         ("baseline", baseline.display().to_string()),
         ("min", "test_iou=0.95".to_string()),
     ];
-    let (out, outputs) = run_action_step(&action, &["gate"], &values, dir.path());
-    assert_eq!(out.status.code(), Some(3));
-    assert!(outputs.iter().any(|(k, v)| k == "improved" && v == "false"));
+    let out = action_step(&action, &["gate"], &values).fails(3);
+    assert_eq!(out.output("improved"), "false");
 }
 
 #[test]

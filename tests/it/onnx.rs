@@ -6,18 +6,17 @@
 //! One random upstream-sized checkpoint (b=16, depth 4, random BatchNorm statistics) is written
 //! with `Checkpoint::write` and exported once through the `wms` binary; tests share it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ndarray::Array4;
 use wms::checkpoint::Checkpoint;
-use wms::github::actions::parse_file_command;
 use wms::model::ModelSpec;
 use wms::onnx::check::{OrtModel, TOLERANCE, max_abs_diff};
 use wms::onnx::{fixtures, reference};
 
-use crate::util::bin;
+use crate::util::{action, command_step, run_python, torch_reference_dir, wms};
 
 /// The issue's two acceptance input shapes.
 const SHAPES: [[usize; 4]; 2] = [[1, 3, 128, 192], [2, 3, 256, 256]];
@@ -27,7 +26,7 @@ struct Exported {
     checkpoint: PathBuf,
     model: PathBuf,
     mar_dir: PathBuf,
-    outputs: Vec<(String, String)>,
+    outputs: BTreeMap<String, String>,
     stdout: String,
     ckpt: Checkpoint,
 }
@@ -45,9 +44,8 @@ fn exported() -> &'static Exported {
         ckpt.write(&checkpoint).unwrap();
         let model = dir.path().join("out/model.onnx");
         let mar_dir = dir.path().join("store");
-        let gh_output = dir.path().join("github_output");
-        let out = bin("wms")
-            .env("GITHUB_OUTPUT", &gh_output)
+        let out = wms()
+            .step_outputs()
             .arg("export-onnx")
             .arg("--checkpoint")
             .arg(&checkpoint)
@@ -55,47 +53,18 @@ fn exported() -> &'static Exported {
             .arg(&model)
             .args(["--version", "7", "--check", "--mar"])
             .arg(&mar_dir)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        eprintln!("{stderr}");
-        let outputs = parse_file_command(
-            "GITHUB_OUTPUT",
-            &fs_err::read_to_string(&gh_output).unwrap(),
-        )
-        .unwrap();
+            .ok();
+        eprintln!("{}", out.stderr());
         Exported {
             checkpoint,
             model,
             mar_dir,
-            outputs,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stdout: out.stdout(),
+            outputs: out.outputs,
             ckpt: Checkpoint::read(&dir.path().join("best.safetensors")).unwrap(),
             _dir: dir,
         }
     })
-}
-
-fn python() -> Command {
-    let python = crate::util::python();
-    let venv = python
-        .ancestors()
-        .nth(2)
-        .expect("<venv>/bin/python")
-        .to_path_buf();
-    let mut cmd = Command::new(&python);
-    cmd.env("VIRTUAL_ENV", &venv)
-        .env("OMP_NUM_THREADS", "2")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    cmd
-}
-
-fn run_python(script: &str, args: &[&Path]) -> String {
-    let out = python().arg("-c").arg(script).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn write_f32(path: &Path, a: &Array4<f32>) {
@@ -130,13 +99,12 @@ fn onnx_runtime_matches_the_rust_reference_on_two_sizes() {
     }
 }
 
-/// Upstream's model written from DESIGN §5 in PyTorch, loading the same safetensors file.
+/// Upstream's model written from DESIGN §5 in PyTorch (`bench/train/reference.py`, argument 1),
+/// loading the same safetensors file (argument 2) and running it on the inputs that follow.
 const TORCH_UNET: &str = r#"
 import json, struct, sys
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 torch.set_num_threads(2)
 
@@ -154,50 +122,16 @@ def load_safetensors(path):
         tensors[name] = torch.from_numpy(arr.copy())
     return tensors, meta
 
-def block(cin, cout):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+sys.path.insert(0, sys.argv[1])
+from reference import WaterMetersUNet
 
-class WaterMetersUNet(nn.Module):
-    def __init__(self, inChannels=3, baseFilters=16, outChannels=1):
-        super().__init__()
-        b = baseFilters
-        self.enc1 = block(inChannels, b)
-        self.enc2 = block(b, 2 * b)
-        self.enc3 = block(2 * b, 4 * b)
-        self.enc4 = block(4 * b, 8 * b)
-        self.bottleneck = block(8 * b, 16 * b)
-        self.dec4 = block(16 * b + 8 * b, 8 * b)
-        self.dec3 = block(8 * b + 4 * b, 4 * b)
-        self.dec2 = block(4 * b + 2 * b, 2 * b)
-        self.dec1 = block(2 * b + b, b)
-        self.final = nn.Conv2d(b, outChannels, 1)
-        self.pool = nn.MaxPool2d(2, 2)
-
-    @staticmethod
-    def up(x, skip):
-        return F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=False)
-
-    def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(self.pool(e1))
-        e3 = self.enc3(self.pool(e2))
-        e4 = self.enc4(self.pool(e3))
-        bn = self.bottleneck(self.pool(e4))
-        d4 = self.dec4(torch.cat([self.up(bn, e4), e4], dim=1))
-        d3 = self.dec3(torch.cat([self.up(d4, e3), e3], dim=1))
-        d2 = self.dec2(torch.cat([self.up(d3, e2), e2], dim=1))
-        d1 = self.dec1(torch.cat([self.up(d2, e1), e1], dim=1))
-        return self.final(d1)
-
-tensors, meta = load_safetensors(sys.argv[1])
+tensors, meta = load_safetensors(sys.argv[2])
 spec = meta["spec"]
 assert spec["depth"] == 4, spec
 model = WaterMetersUNet(spec["in_channels"], spec["base_filters"], spec["out_channels"])
 model.load_state_dict(tensors, strict=True)
 model.eval()
-args = sys.argv[2:]
+args = sys.argv[3:]
 with torch.no_grad():
     for inp, out, shape in zip(args[0::3], args[1::3], args[2::3]):
         shape = [int(s) for s in shape.split("x")]
@@ -209,7 +143,7 @@ with torch.no_grad():
 fn onnx_runtime_matches_pytorch_eval_model_on_two_sizes() {
     let e = exported();
     let tmp = tempfile::tempdir().unwrap();
-    let mut args: Vec<PathBuf> = vec![e.checkpoint.clone()];
+    let mut args: Vec<PathBuf> = vec![torch_reference_dir(), e.checkpoint.clone()];
     let mut inputs = Vec::new();
     for (i, shape) in SHAPES.into_iter().enumerate() {
         let x = fixtures::random_input(shape, 200 + i as u64);
@@ -296,9 +230,8 @@ fn export_onnx_sets_action_outputs_and_prints_them() {
     let bytes = fs_err::read(&e.model).unwrap();
     let get = |k: &str| {
         e.outputs
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
+            .get(k)
+            .cloned()
             .unwrap_or_else(|| panic!("no output {k} in {:?}", e.outputs))
     };
     assert_eq!(get("model_path"), e.model.display().to_string());
@@ -323,18 +256,12 @@ fn export_is_byte_for_byte_deterministic_and_reads_action_inputs() {
     let tmp = tempfile::tempdir().unwrap();
     let again = tmp.path().join("again.onnx");
     // Same checkpoint and version, given as action inputs instead of flags.
-    let out = bin("wms")
+    wms()
         .arg("export-onnx")
         .env("INPUT_CHECKPOINT", &e.checkpoint)
         .env("INPUT_OUT", &again)
         .env("INPUT_VERSION", "7")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     assert!(fs_err::read(&e.model).unwrap() == fs_err::read(&again).unwrap());
 }
 
@@ -467,10 +394,9 @@ fn onnx_runtime_matches_the_tch_model_in_eval_mode_on_two_sizes() {
     }
 }
 
+#[track_caller]
 fn assert_one_line_error_naming(args: &[&std::ffi::OsStr], file: &Path, expect: &str) {
-    let out = bin("wms").arg("export-onnx").args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = wms().arg("export-onnx").args(args).fails(1).stderr();
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
@@ -518,36 +444,16 @@ fn non_checkpoint_file_is_a_one_line_error_naming_the_file() {
 
 #[test]
 fn no_checkpoint_at_all_is_a_usage_error() {
-    let out = bin("wms")
-        .arg("export-onnx")
-        .env_remove("INPUT_CHECKPOINT")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
+    let out = wms().arg("export-onnx").fails(2);
+    assert!(out.stderr().contains("--checkpoint"), "{out}");
 }
 
 #[test]
 fn export_onnx_action_passes_every_input_and_maps_every_output() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("actions/export-onnx/action.yml");
-    let action: serde_yaml::Value =
-        serde_yaml::from_str(&fs_err::read_to_string(path).unwrap()).unwrap();
-    let steps = action["runs"]["steps"].as_sequence().unwrap();
-    let export = steps
-        .iter()
-        .find(|s| s["id"].as_str() == Some("export"))
-        .unwrap();
-    assert_eq!(export["run"].as_str(), Some("wms export-onnx"));
+    let action = action("export-onnx");
     // Every input reaches wms as INPUT_<NAME>, which it reads (composites do not set them).
-    for (name, _) in action["inputs"].as_mapping().unwrap() {
-        let name = name.as_str().unwrap();
-        let var = format!("INPUT_{}", name.to_uppercase());
-        assert_eq!(
-            export["env"][var.as_str()].as_str(),
-            Some(format!("${{{{ inputs.{name} }}}}").as_str()),
-            "{var}"
-        );
-    }
+    let export = command_step(&action, "wms export-onnx");
+    assert_eq!(export["id"].as_str(), Some("export"));
     // Every output comes from a step output the command writes.
     let written = [
         "model_path",

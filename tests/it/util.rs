@@ -580,3 +580,32 @@ pub fn small_model(path: &Path, seed: u64, (width, height): (u32, u32), version:
     fs_err::write(path, wms::onnx::export(&ckpt, &opts).expect("export")).unwrap();
     path.to_path_buf()
 }
+
+/// `actions/<name>/action.yml`, parsed.
+pub fn action(name: &str) -> serde_yaml::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("actions/{name}/action.yml"));
+    serde_yaml::from_str(&fs_err::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The step of `action` that runs `command`, checked to pass every input as the `INPUT_*`
+/// variable wms reads (`INPUT_` + the name upper-cased, hyphens kept, as the runner names them).
+#[track_caller]
+pub fn command_step(action: &serde_yaml::Value, command: &str) -> serde_yaml::Value {
+    let step = action["runs"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["run"].as_str() == Some(command))
+        .unwrap_or_else(|| panic!("no step runs `{command}`"))
+        .clone();
+    for (name, _) in action["inputs"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let var = format!("INPUT_{}", name.to_uppercase());
+        assert_eq!(
+            step["env"][var.as_str()].as_str(),
+            Some(format!("${{{{ inputs.{name} }}}}").as_str()),
+            "{command}: {var}"
+        );
+    }
+    step
+}
