@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,28 +78,18 @@ fn query(url: &reqwest::Url) -> BTreeMap<String, String> {
     map
 }
 
-/// Runs `cmd`, fails the test with its stderr unless it succeeds, and returns its stdout.
-fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// Runs `args[0]` as a Python script (boto3/botocore from the venv) with the rest as its
 /// arguments, away from any AWS configuration of the machine.
 fn boto(args: &[&str]) -> Vec<u8> {
-    run_ok(
-        Command::new(util::python())
-            .arg("-c")
-            .args(args)
-            .env("AWS_STS_REGIONAL_ENDPOINTS", "regional")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-    )
+    util::python_command()
+        .arg("-c")
+        .args(args)
+        .env("AWS_STS_REGIONAL_ENDPOINTS", "regional")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .ok()
+        .output
+        .stdout
 }
 
 // ---- an independent SigV4 (AWS "Signature Version 4 signing process"), test side only ----
@@ -456,11 +445,10 @@ struct Pki {
 
 /// Runs `openssl` in `dir` with whitespace-separated `args` (none of them has a space).
 fn openssl(dir: &Path, args: &str) {
-    run_ok(
-        Command::new("openssl")
-            .current_dir(dir)
-            .args(args.split_whitespace()),
-    );
+    util::TestCommand::external("openssl")
+        .current_dir(dir)
+        .args(args.split_whitespace())
+        .ok();
 }
 
 fn make_pki(dir: &Path) -> Pki {

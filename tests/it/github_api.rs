@@ -111,6 +111,28 @@ pub struct Logged {
     pub body: Option<Value>,
 }
 
+/// The values stored under `key` (a repository, a deployment id), in the order stored.
+fn values_of<K, Q>(items: &[(K, Value)], key: &Q) -> Vec<Value>
+where
+    K: PartialEq<Q>,
+    Q: ?Sized,
+{
+    items
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// Comments on issue/PR `number` of `repo`, oldest first.
+fn comments_on(comments: &[(String, u64, Value)], repo: &str, number: u64) -> Vec<Value> {
+    comments
+        .iter()
+        .filter(|(r, n, _)| r == repo && *n == number)
+        .map(|(_, _, c)| c.clone())
+        .collect()
+}
+
 #[derive(Default)]
 struct Store {
     prefix: String,
@@ -308,41 +330,21 @@ impl GitHubApi {
 
     /// Comments on issue/PR `number`, oldest first (GitHub's JSON).
     pub fn comments(&self, repo: &str, number: u64) -> Vec<Value> {
-        self.store()
-            .comments
-            .iter()
-            .filter(|(r, n, _)| r == repo && *n == number)
-            .map(|(_, _, c)| c.clone())
-            .collect()
+        comments_on(&self.store().comments, repo, number)
     }
 
     /// Check runs of `repo` in creation order; each has every annotation under `annotations`.
     pub fn check_runs(&self, repo: &str) -> Vec<Value> {
-        let s = self.store();
-        s.check_runs
-            .iter()
-            .filter(|(r, _)| r == repo)
-            .map(|(_, c)| c.clone())
-            .collect()
+        values_of(&self.store().check_runs, repo)
     }
 
     pub fn deployments(&self, repo: &str) -> Vec<Value> {
-        let s = self.store();
-        s.deployments
-            .iter()
-            .filter(|(r, _)| r == repo)
-            .map(|(_, d)| d.clone())
-            .collect()
+        values_of(&self.store().deployments, repo)
     }
 
     /// Statuses of deployment `id`, oldest first.
     pub fn deployment_statuses(&self, id: u64) -> Vec<Value> {
-        let s = self.store();
-        s.statuses
-            .iter()
-            .filter(|(d, _)| *d == id)
-            .map(|(_, st)| st.clone())
-            .collect()
+        values_of(&self.store().statuses, &id)
     }
 
     /// Every request so far, in order.
@@ -657,12 +659,7 @@ fn route(
             let Ok(n) = n.parse::<u64>() else {
                 return not_found();
             };
-            let items = s
-                .comments
-                .iter()
-                .filter(|(r, num, _)| *r == repo && *num == n)
-                .map(|(_, _, c)| c.clone())
-                .collect();
+            let items = comments_on(&s.comments, &repo, n);
             list(s, path, query, items, None)
         }
         ("POST", ["issues", n, "comments"]) => {
@@ -741,13 +738,9 @@ fn route(
             {
                 return not_found();
             }
-            let items: Vec<Value> = s
-                .statuses
-                .iter()
-                .rev()
-                .filter(|(d, _)| *d == id)
-                .map(|(_, st)| st.clone())
-                .collect();
+            // Newest first, as GitHub lists them.
+            let mut items = values_of(&s.statuses, &id);
+            items.reverse();
             list(s, path, query, items, None)
         }
         ("GET", ["actions", "workflows", wf, "runs"]) => {
