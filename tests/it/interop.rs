@@ -1,9 +1,9 @@
-//! PyTorch checkpoint interop against the venv's real PyTorch: a reference `WaterMetersUNet`
-//! written here from the DESIGN §5 facts (not imported from anywhere), weights going both ways,
-//! logits compared within 1e-4; and a malicious pickle refused without running it.
+//! PyTorch checkpoint interop against the venv's real PyTorch: the reference `WaterMetersUNet`
+//! written in this project from the DESIGN §5 facts (`bench/train/reference.py`, not imported
+//! from anywhere else), weights going both ways, logits compared within 1e-4; and a malicious
+//! pickle refused without running it.
 
 use std::path::Path;
-use std::process::Command;
 
 use tch::{Device, Tensor, nn};
 use wms::checkpoint::{Checkpoint, CheckpointMeta};
@@ -11,48 +11,16 @@ use wms::data::preprocess::PreprocessSpec;
 use wms::model::ModelSpec;
 use wms::train::{UNet, unet};
 
-use crate::util::{bin, python};
+use crate::util::{TestCommand, TestOutput, python_command, run_python, torch_reference_dir};
 
-/// Upstream architecture from DESIGN §5: blocks Conv-BN-ReLU ×2, MaxPool 2×2, decoder input =
-/// concat(upsampled deeper FIRST, skip), bilinear to the skip's size with align_corners=False.
+/// Upstream's `WaterMetersUNet` (`bench/train/reference.py`, written from DESIGN §5: blocks
+/// Conv-BN-ReLU ×2, MaxPool 2×2, decoder input = concat(upsampled deeper FIRST, skip), bilinear
+/// to the skip's size with align_corners=False) saving or loading a state dict and running it.
 const REFERENCE_MODEL: &str = r#"
-import sys, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
-
-def block(cin, cout):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-class WaterMetersUNet(nn.Module):
-    def __init__(self, inChannels=3, baseFilters=16, outChannels=1):
-        super().__init__()
-        b = baseFilters
-        self.enc1 = block(inChannels, b)
-        self.enc2 = block(b, 2 * b)
-        self.enc3 = block(2 * b, 4 * b)
-        self.enc4 = block(4 * b, 8 * b)
-        self.bottleneck = block(8 * b, 16 * b)
-        self.dec4 = block(16 * b + 8 * b, 8 * b)
-        self.dec3 = block(8 * b + 4 * b, 4 * b)
-        self.dec2 = block(4 * b + 2 * b, 2 * b)
-        self.dec1 = block(2 * b + b, b)
-        self.final = nn.Conv2d(b, outChannels, 1)
-
-    def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(F.max_pool2d(e1, 2))
-        e3 = self.enc3(F.max_pool2d(e2, 2))
-        e4 = self.enc4(F.max_pool2d(e3, 2))
-        b = self.bottleneck(F.max_pool2d(e4, 2))
-        def up(x, skip):
-            return F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=False)
-        d4 = self.dec4(torch.cat([up(b, e4), e4], 1))
-        d3 = self.dec3(torch.cat([up(d4, e3), e3], 1))
-        d2 = self.dec2(torch.cat([up(d3, e2), e2], 1))
-        d1 = self.dec1(torch.cat([up(d2, e1), e1], 1))
-        return self.final(d1)
-
-mode, pth, x_path, out_path = sys.argv[1:5]
+import sys, numpy as np, torch
+mode, pth, x_path, out_path, reference_dir = sys.argv[1:6]
+sys.path.insert(0, reference_dir)
+from reference import WaterMetersUNet
 n, h, w = 2, 48, 32
 x = torch.from_numpy(np.fromfile(x_path, dtype=np.float32).reshape(n, 3, h, w))
 model = WaterMetersUNet()
@@ -101,21 +69,13 @@ fn read_f32(path: &Path) -> Vec<f32> {
 }
 
 fn run_reference(dir: &Path, mode: &str, pth: &Path) -> Vec<f32> {
-    let script = dir.join("reference.py");
-    fs_err::write(&script, REFERENCE_MODEL).unwrap();
-    let out = Command::new(python())
-        .arg(&script)
-        .args([mode, pth.to_str().unwrap()])
-        .arg(dir.join("x.f32"))
-        .arg(dir.join("y_torch.f32"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reference model failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = dir.join("y_torch.f32");
+    let reference = torch_reference_dir();
+    run_python(
+        REFERENCE_MODEL,
+        &[Path::new(mode), pth, &dir.join("x.f32"), &out, &reference],
     );
-    read_f32(&dir.join("y_torch.f32"))
+    read_f32(&out)
 }
 
 /// Our forward pass, in eval mode, on the checkpoint's weights.
@@ -141,26 +101,26 @@ fn assert_close(ours: &[f32], theirs: &[f32]) {
 }
 
 /// `wms-train import --from <from> --out <out>`.
-fn import(from: &Path, out: &Path) -> std::process::Output {
-    bin("wms-train")
+fn import(from: &Path, out: &Path) -> TestCommand {
+    TestCommand::new("wms-train")
         .args(["import", "--from"])
         .arg(from)
         .arg("--out")
         .arg(out)
-        .output()
-        .unwrap()
 }
 
-/// The import failed with exit 1 and one error line containing each of `expect` and a hint,
-/// and wrote no checkpoint at `ckpt`.
-fn assert_import_refused(out: &std::process::Output, ckpt: &Path, expect: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+/// `import` of `from` fails with exit 1 and one error line containing each of `expect` and a
+/// hint, and writes no checkpoint at `ckpt`.
+#[track_caller]
+fn assert_import_refused(from: &Path, ckpt: &Path, expect: &[&str]) -> TestOutput {
+    let out = import(from, ckpt).fails(1);
+    let stderr = out.stderr();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     for e in expect.iter().chain(&["hint:"]) {
         assert!(stderr.contains(e), "{e:?} not in {stderr}");
     }
     assert!(!ckpt.exists(), "a checkpoint was written");
+    out
 }
 
 #[test]
@@ -171,13 +131,8 @@ fn pytorch_state_dict_imports_and_gives_the_same_logits() {
     let theirs = run_reference(dir.path(), "save", &pth);
 
     let ckpt_path = dir.path().join("imported.safetensors");
-    let out = import(&pth, &ckpt_path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = import(&pth, &ckpt_path).ok();
+    let report: serde_json::Value = serde_json::from_slice(&out.output.stdout).unwrap();
     assert_eq!(report["parameters"], 1_965_569);
 
     let ckpt = Checkpoint::read(&ckpt_path).unwrap();
@@ -216,18 +171,12 @@ fn exported_pth_loads_in_pytorch_and_gives_the_same_logits() {
     let ckpt_path = dir.path().join("best.safetensors");
     ckpt.write(&ckpt_path).unwrap();
     let pth = dir.path().join("model.pth");
-    let out = bin("wms-train")
+    TestCommand::new("wms-train")
         .args(["export-pth", "--checkpoint"])
         .arg(&ckpt_path)
         .arg("--out")
         .arg(&pth)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     let theirs = run_reference(dir.path(), "load", &pth);
     assert_close(&our_logits(&ckpt, &x), &theirs);
 }
@@ -247,23 +196,16 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
     z.writestr("evil/data.pkl", pickle.dumps({"enc1.0.weight": Evil()}, protocol=2))
     z.writestr("evil/version", "3\n")
 "#;
-    let out = Command::new(python())
+    python_command()
         .args(["-c", script])
         .arg(&evil)
         .arg(&marker)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
 
     let ckpt = dir.path().join("out.safetensors");
-    let out = import(&evil, &ckpt);
     // Python pickles os.system as posix.system on Linux.
-    assert_import_refused(&out, &ckpt, &["not a plain tensor state dict", "system`"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = assert_import_refused(&evil, &ckpt, &["not a plain tensor state dict", "system`"]);
+    let stderr = out.stderr();
     assert!(
         stderr.contains("posix.system") || stderr.contains("os.system"),
         "{stderr}"
@@ -278,14 +220,13 @@ fn issue11_pickle_memo_bomb_is_refused_by_wms_train_import() {
     crate::fuzz::write_memo_bomb(&bomb);
     let ckpt = dir.path().join("out.safetensors");
     let start = std::time::Instant::now();
-    let out = import(&bomb, &ckpt);
-    let took = start.elapsed();
     // The copying reader aborted (SIGABRT) after allocating 3.7 GB.
     let path = bomb.to_string_lossy();
     assert_import_refused(
-        &out,
+        &bomb,
         &ckpt,
         &[&path, "entry \"w0\" is a list, not a tensor"],
     );
+    let took = start.elapsed();
     assert!(took.as_secs() < 30, "{took:?}");
 }
