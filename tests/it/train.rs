@@ -5,25 +5,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::bin;
+use crate::util::TestCommand;
 
 /// Metrics that depend on wall time, not on the computation.
 const TIMING_KEYS: &[&str] = &["train_seconds", "images_per_second"];
 
 fn synth(dir: &Path, count: usize, size: &str, seed: u64) -> PathBuf {
     let data = dir.join("data");
-    let out = bin("wms")
-        .args(["data", "synth", "--out"])
-        .arg(&data)
-        .args(["--count", &count.to_string(), "--size", size])
-        .args(["--seed", &seed.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::synth(&data, count, size, seed);
     data
 }
 
@@ -38,15 +27,14 @@ fn read_metrics(out: &Path) -> BTreeMap<String, f64> {
     serde_json::from_str(&text).unwrap()
 }
 
-fn train_cmd(config: &Path, data: &Path, out: &Path) -> std::process::Command {
-    let mut cmd = bin("wms-train");
-    cmd.args(["train", "--device", "cpu", "--config"])
+fn train_cmd(config: &Path, data: &Path, out: &Path) -> TestCommand {
+    TestCommand::new("wms-train")
+        .args(["train", "--device", "cpu", "--config"])
         .arg(config)
         .arg("--data")
         .arg(data)
         .arg("--out")
-        .arg(out);
-    cmd
+        .arg(out)
 }
 
 /// Issue 3 acceptance: 240 synthetic photos at 128×128, test IoU ≥ 0.80, all artifacts written.
@@ -77,17 +65,13 @@ augmentation:
 ",
     );
     let out_dir = dir.path().join("run");
-    let github_output = dir.path().join("github_output");
-    fs_err::write(&github_output, "").unwrap();
     let started = Instant::now();
     let out = train_cmd(&config, &data, &out_dir)
         .args(["--input-size", "128", "--seed", "7"])
-        .env("GITHUB_OUTPUT", &github_output)
-        .output()
-        .unwrap();
+        .step_outputs()
+        .ok();
     let seconds = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = out.stderr();
     eprintln!("acceptance training took {seconds:.1} s");
 
     let metrics = read_metrics(&out_dir);
@@ -143,17 +127,14 @@ augmentation:
         Some("resume.safetensors")
     );
 
-    // Step outputs, through the Actions I/O module.
-    let outputs = fs_err::read_to_string(&github_output).unwrap();
-    let outputs = wms::github::actions::parse_file_command("GITHUB_OUTPUT", &outputs).unwrap();
-    let get = |k: &str| outputs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert!(get("test_iou").unwrap().parse::<f64>().unwrap() >= 0.80);
-    assert!(get("test_dice").is_some());
-    assert!(get("checkpoint").unwrap().ends_with("best.safetensors"));
-    let m: BTreeMap<String, f64> = serde_json::from_str(&get("metrics").unwrap()).unwrap();
+    // Step outputs, read back as the runner reads them.
+    assert!(out.output("test_iou").parse::<f64>().unwrap() >= 0.80);
+    assert!(out.output("test_dice").parse::<f64>().is_ok(), "{out}");
+    assert!(out.output("checkpoint").ends_with("best.safetensors"));
+    let m: BTreeMap<String, f64> = serde_json::from_str(out.output("metrics")).unwrap();
     assert_eq!(m["test_iou"], metrics["test_iou"]);
     // Stdout is the metrics JSON (data), logs went to stderr.
-    let stdout: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout: BTreeMap<String, f64> = serde_json::from_slice(&out.output.stdout).unwrap();
     assert_eq!(stdout["best_epoch"], metrics["best_epoch"]);
 }
 
@@ -169,19 +150,12 @@ fn killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
     let flags = ["--input-size", "64", "--seed", "9", "--threads", "1"];
 
     let straight = dir.path().join("straight");
-    let out = train_cmd(&config, &data, &straight)
-        .args(flags)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_cmd(&config, &data, &straight).args(flags).ok();
 
     let resumed = dir.path().join("resumed");
     let mut child = train_cmd(&config, &data, &resumed)
         .args(flags)
+        .into_command()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -202,11 +176,8 @@ fn killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
     let out = train_cmd(&config, &data, &resumed)
         .args(flags)
         .arg("--resume")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("resuming after epoch"), "{stderr}");
+        .ok();
+    assert!(out.stderr().contains("resuming after epoch"), "{out}");
 
     let strip = |mut m: BTreeMap<String, f64>| {
         for k in TIMING_KEYS {
@@ -233,11 +204,9 @@ fn killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
 fn unknown_config_key_is_a_usage_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "training:\n  epochz: 3\n");
-    let out = train_cmd(&config, dir.path(), &dir.path().join("run"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = train_cmd(&config, dir.path(), &dir.path().join("run"))
+        .fails(2)
+        .stderr();
     assert!(
         stderr.contains("epochz") && stderr.contains("hint:"),
         "{stderr}"
@@ -249,19 +218,15 @@ fn unknown_config_key_is_a_usage_error_naming_it() {
 fn bad_flag_values_and_missing_data_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "training:\n  epochs: 1\n");
-    let out = train_cmd(&config, dir.path(), &dir.path().join("run"))
+    let stderr = train_cmd(&config, dir.path(), &dir.path().join("run"))
         .args(["--input-size", "100"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+        .fails(2)
+        .stderr();
     assert!(stderr.contains("data.image_size"), "{stderr}");
 
-    let out = train_cmd(&config, &dir.path().join("nope"), &dir.path().join("run"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = train_cmd(&config, &dir.path().join("nope"), &dir.path().join("run"))
+        .fails(1)
+        .stderr();
     assert!(
         stderr.contains("nope") && stderr.contains("hint:"),
         "{stderr}"
