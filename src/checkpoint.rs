@@ -2,7 +2,8 @@
 //! keys, with the sidecar metadata ([`CheckpointMeta`]) embedded in the safetensors header under
 //! [`META_KEY`] so one file is complete on its own; training also writes the same JSON as
 //! `checkpoint.json` for people. No libtorch here: `wms export-onnx` and `wms-serve` read
-//! checkpoints through this module; `train` converts to and from tch tensors.
+//! checkpoints through this module; `train` converts to and from tch tensors. PyTorch's own
+//! `torch.save(state_dict)` format, which training interop imports and exports, is [`pth`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::preprocess::PreprocessSpec;
 use crate::fsutil;
 use crate::model::ModelSpec;
+
+pub mod pth;
 
 /// safetensors `__metadata__` key that holds the JSON sidecar.
 pub const META_KEY: &str = "wms.checkpoint";

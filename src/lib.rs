@@ -24,7 +24,6 @@ pub mod model;
 pub mod oci;
 pub mod onnx;
 pub mod ort_runtime;
-pub mod pth;
 pub mod report;
 pub mod serve;
 pub mod timing;

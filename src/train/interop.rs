@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::checkpoint::pth;
 use crate::checkpoint::{Checkpoint, CheckpointMeta, Tensor, TensorData};
 use crate::data::preprocess::PreprocessSpec;
 use crate::model::ModelSpec;
-use crate::pth;
 
 use super::TrainError;
 

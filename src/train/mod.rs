@@ -54,7 +54,7 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error(transparent)]
-    Pth(#[from] crate::pth::PthError),
+    Pth(#[from] crate::checkpoint::pth::PthError),
     #[error("tensor {name}: {message}; hint: the weights were saved for a different model spec")]
     Weights { name: String, message: String },
     #[error("cannot resume from {path}: {message}; hint: {hint}")]

@@ -181,7 +181,7 @@ fn memo_bomb_child() {
     let path = std::env::var_os(MEMO_BOMB_ENV).expect("run by the parent test");
     let before = vm_hwm_kib();
     let start = Instant::now();
-    let err = wms::pth::read_state_dict(Path::new(&path)).unwrap_err();
+    let err = wms::checkpoint::pth::read_state_dict(Path::new(&path)).unwrap_err();
     let took = start.elapsed();
     println!("MEMO_BOMB_ERROR={err}");
     println!("MEMO_BOMB_MS={}", took.as_millis());
@@ -235,8 +235,11 @@ fn pth_reader_survives_random_and_mutated_archives() {
     let valid_path = dir.path().join("valid.pth");
     let sd = sample_state_dict();
     let refs: Vec<(String, &Tensor)> = sd.iter().map(|(n, t)| (n.clone(), t)).collect();
-    wms::pth::write_state_dict(&valid_path, &refs).unwrap();
-    assert_eq!(wms::pth::read_state_dict(&valid_path).unwrap(), sd);
+    wms::checkpoint::pth::write_state_dict(&valid_path, &refs).unwrap();
+    assert_eq!(
+        wms::checkpoint::pth::read_state_dict(&valid_path).unwrap(),
+        sd
+    );
     let valid = fs_err::read(&valid_path).unwrap();
     let bomb_path = dir.path().join("bomb.pth");
     write_memo_bomb(&bomb_path);
@@ -254,7 +257,7 @@ fn pth_reader_survives_random_and_mutated_archives() {
             _ => random_bytes(&mut rng, 512),
         };
         fs_err::write(&path, &bytes).unwrap();
-        match wms::pth::read_state_dict(&path) {
+        match wms::checkpoint::pth::read_state_dict(&path) {
             Ok(_) => ok += 1,
             Err(e) => {
                 let e = e.to_string();

@@ -27,7 +27,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::checkpoint::{Tensor, TensorData};
+use super::{Tensor, TensorData};
 use crate::fsutil;
 use crate::untrusted::text::for_log;
 
@@ -56,6 +56,12 @@ pub mod limits {
 /// Errors reading or writing a `.pth` file; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum PthError {
+    // `source` comes from `fs_err`, whose message names the path (the cause prints once).
+    #[error("cannot open the state dict; hint: check that the file exists and is readable")]
+    Open {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read {path}")]
     Io {
         path: PathBuf,
@@ -71,7 +77,7 @@ pub enum PthError {
     )]
     NotStateDict { path: PathBuf, message: String },
     #[error(
-        "{path} is refused: {what} exceed the reader's limit of {limit}; hint: a plain `model.state_dict()` stays far below it, so the file is damaged or not a state dict (limits: wms::pth::limits)"
+        "{path} is refused: {what} exceed the reader's limit of {limit}; hint: a plain `model.state_dict()` stays far below it, so the file is damaged or not a state dict (limits: wms::checkpoint::pth::limits)"
     )]
     Limit {
         path: PathBuf,
@@ -172,16 +178,10 @@ enum Node {
 /// Reads a `torch.save(state_dict)` file: tensors in file order (the module's registration order).
 /// `_metadata` (module versions) is dropped; wms infers everything from names and shapes.
 pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>, PthError> {
-    let file = fs_err::File::open(path).map_err(|source| PthError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = fs_err::File::open(path).map_err(|source| PthError::Open { source })?;
     let file_len = file
         .metadata()
-        .map_err(|source| PthError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| PthError::Open { source })?
         .len();
     let mut archive = Archive {
         path,
@@ -1277,7 +1277,19 @@ impl PickleWriter {
 mod tests {
     use super::*;
 
+    use crate::exit::{assert_renders_once, render};
     use crate::onnx::fixtures::SplitMix64;
+
+    /// A missing file: the path comes once, from `fs_err`'s cause, and the hint last.
+    #[test]
+    fn a_missing_file_names_its_path_once() {
+        let missing = Path::new("/nonexistent/wms-pth-test/model.pth");
+        let err = read_state_dict(missing).unwrap_err();
+        assert!(matches!(err, PthError::Open { .. }), "{err:?}");
+        assert_renders_once(&err, 1);
+        let shown = missing.display().to_string();
+        assert_eq!(render(&err).matches(&shown).count(), 1, "{}", render(&err));
+    }
 
     fn sample() -> Vec<(String, Tensor)> {
         vec![
