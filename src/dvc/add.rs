@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::cache::{ObjectId, md5_file, md5_hex, set_mode};
 use super::dvcfile::{DirEntry, Out, render_dir_manifest, render_dvc_file};
-use super::{DvcError, Repo, normalize};
+use super::{DvcError, Repo, user_path};
 use crate::untrusted::path::{existing_inside, join_inside};
 
 /// What `add` recorded.
@@ -27,12 +27,8 @@ pub struct AddSummary {
 
 /// Tracks `target` (a file or directory inside `repo`).
 pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
-    let abs = std::path::absolute(target).map_err(|source| DvcError::Io {
-        path: target.to_path_buf(),
-        source,
-    })?;
     // The path the user typed names the output; links in it are resolved (and checked) below.
-    let abs = normalize(&abs);
+    let abs = user_path(target)?;
     let rel = repo.relative(&abs)?;
     let name = match abs.file_name() {
         Some(n) if !rel.is_empty() => n.to_string_lossy().into_owned(),
@@ -51,15 +47,15 @@ pub fn add(repo: &Repo, target: &Path) -> Result<AddSummary, DvcError> {
     }
     if fs_err::symlink_metadata(&abs).is_err() {
         // Missing: say so plainly rather than as a failed link check.
-        fs_err::metadata(&abs).map_err(|source| DvcError::Io {
-            path: abs.clone(),
+        fs_err::metadata(&abs).map_err(|source| DvcError::Fs {
+            what: "read the path to add",
             source,
         })?;
     }
     let inside = Inside::new(&repo.root)?;
     let real = inside.real(&abs)?;
-    let meta = fs_err::metadata(&real).map_err(|source| DvcError::Io {
-        path: abs.clone(),
+    let meta = fs_err::metadata(&real).map_err(|source| DvcError::Fs {
+        what: "read the path to add",
         source,
     })?;
     let cache = repo.cache();
@@ -168,8 +164,8 @@ fn list_files(
         above: Vec::new(),
     }];
     while let Some(walk) = stack.pop() {
-        let io = |source| DvcError::Io {
-            path: walk.path.clone(),
+        let io = |source| DvcError::Fs {
+            what: "list a directory to add",
             source,
         };
         for entry in fs_err::read_dir(&walk.real).map_err(io)? {
@@ -187,8 +183,8 @@ fn list_files(
             } else {
                 walk.real.join(&name)
             };
-            let meta = fs_err::metadata(&real).map_err(|source| DvcError::Io {
-                path: path.clone(),
+            let meta = fs_err::metadata(&real).map_err(|source| DvcError::Fs {
+                what: "read a file to add",
                 source,
             })?;
             if meta.is_dir() {
@@ -196,12 +192,7 @@ fn list_files(
                     continue;
                 }
                 if real == walk.real || walk.above.contains(&real) {
-                    return Err(DvcError::Io {
-                        path,
-                        source: std::io::Error::other(
-                            "a link back to a directory above it (a loop); hint: remove the link",
-                        ),
-                    });
+                    return Err(DvcError::LinkLoop { path });
                 }
                 let mut above = walk.above.clone();
                 above.push(walk.real.clone());
@@ -229,8 +220,8 @@ struct Inside {
 
 impl Inside {
     fn new(root: &Path) -> Result<Inside, DvcError> {
-        let real_root = fs_err::canonicalize(root).map_err(|source| DvcError::Io {
-            path: root.to_path_buf(),
+        let real_root = fs_err::canonicalize(root).map_err(|source| DvcError::Fs {
+            what: "resolve the repository root",
             source,
         })?;
         Ok(Inside {
@@ -261,6 +252,7 @@ impl Inside {
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), DvcError> {
     crate::fsutil::write_atomic(path, bytes)?;
     set_mode(path, 0o644).map_err(|source| DvcError::Io {
+        what: "set the permissions of",
         path: path.to_path_buf(),
         source,
     })
@@ -274,8 +266,8 @@ fn ignore_in_git(inside: &Inside, gitignore: &Path, entry: &str) -> Result<(), D
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         _ => {
             let real = inside.real(gitignore)?;
-            fs_err::read_to_string(real).map_err(|source| DvcError::Io {
-                path: gitignore.to_path_buf(),
+            fs_err::read_to_string(real).map_err(|source| DvcError::Fs {
+                what: "read the .gitignore",
                 source,
             })?
         }

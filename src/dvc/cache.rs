@@ -85,8 +85,8 @@ fn dos2unix(b: &[u8]) -> Vec<u8> {
 
 /// The md5 of a file's bytes (streamed) and its size.
 pub fn md5_file(path: &Path) -> Result<(String, u64), DvcError> {
-    let io = |source| DvcError::Io {
-        path: path.to_path_buf(),
+    let io = |source| DvcError::Fs {
+        what: "hash a file",
         source,
     };
     let mut f = fs_err::File::open(path).map_err(io)?;
@@ -158,13 +158,18 @@ impl Cache {
         tempfile::Builder::new()
             .prefix(".wms-tmp-")
             .tempfile_in(&dir)
-            .map_err(|source| DvcError::Io { path: dir, source })
+            // tempfile's error names the directory.
+            .map_err(|source| DvcError::Fs {
+                what: "create a temp file in the cache",
+                source,
+            })
     }
 
     /// Makes a verified temp file the entry for `id` (read-only, as DVC's cache files are).
     pub fn commit(&self, id: &ObjectId, tmp: tempfile::NamedTempFile) -> Result<PathBuf, DvcError> {
         let path = self.path_of(id);
         let io = |source| DvcError::Io {
+            what: "write the cache entry",
             path: path.clone(),
             source,
         };
@@ -181,6 +186,7 @@ impl Cache {
         }
         let mut tmp = self.temp_for(id)?;
         tmp.write_all(bytes).map_err(|source| DvcError::Io {
+            what: "write",
             path: tmp.path().to_path_buf(),
             source,
         })?;
@@ -194,8 +200,8 @@ impl Cache {
             return Ok(());
         }
         let tmp = self.temp_for(id)?;
-        fs_err::copy(src, tmp.path()).map_err(|source| DvcError::Io {
-            path: src.to_path_buf(),
+        fs_err::copy(src, tmp.path()).map_err(|source| DvcError::Fs {
+            what: "copy a file into the cache",
             source,
         })?;
         self.commit(id, tmp)?;

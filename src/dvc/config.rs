@@ -45,7 +45,12 @@ impl DvcConfig {
             match fs_err::read_to_string(&path) {
                 Ok(text) => cfg.merge(&path, &text)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DvcError::Io { path, source: e }),
+                Err(source) => {
+                    return Err(DvcError::Fs {
+                        what: "read the DVC config",
+                        source,
+                    });
+                }
             }
         }
         cfg.default_remote = cfg

@@ -38,12 +38,25 @@ pub enum DvcError {
         "no DVC repository at or above {start}; hint: run `dvc init` (or `git init && dvc init`) first"
     )]
     NotARepo { start: PathBuf },
-    #[error("{path}")]
+    /// A file-system call whose error comes from `fs_err`: that message names the call and the
+    /// path, so this one says only what wms was doing (the cause prints once, see `crate::exit`).
+    #[error("cannot {what}; hint: check that the path exists and is readable and writable")]
+    Fs {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O failure whose cause does not name the path (an open file, a path made absolute,
+    /// a stream), so this message does.
+    #[error("cannot {what} {path}; hint: check that the path exists and is readable and writable")]
     Io {
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} links back to a directory above it (a loop); hint: remove the link")]
+    LinkLoop { path: PathBuf },
     #[error(transparent)]
     Write(#[from] crate::fsutil::WriteError),
     #[error("{path}:{line}: {message}; hint: fix the line or recreate it with `dvc remote add`")]
@@ -184,6 +197,7 @@ impl Repo {
     /// The repository at or above `start`.
     pub fn discover(start: &Path) -> Result<Repo, DvcError> {
         let abs = std::path::absolute(start).map_err(|source| DvcError::Io {
+            what: "resolve",
             path: start.to_path_buf(),
             source,
         })?;
@@ -259,8 +273,8 @@ impl Repo {
         let mut found = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
-            let io = |source| DvcError::Io {
-                path: dir.clone(),
+            let io = |source| DvcError::Fs {
+                what: "list the workspace for DVC files",
                 source,
             };
             let mut names = Vec::new();
@@ -292,12 +306,7 @@ impl Repo {
         } else {
             let mut m = Vec::new();
             for t in targets {
-                let abs = std::path::absolute(t).map_err(|source| DvcError::Io {
-                    path: t.clone(),
-                    source,
-                })?;
-                // The user's own path: `..` in it is theirs to write, so resolve it here.
-                let abs = normalize(&abs);
+                let abs = user_path(t)?;
                 let name = abs.to_string_lossy().into_owned();
                 if dvcfile::is_metafile(&name) && abs.is_file() {
                     m.push(abs);
@@ -316,8 +325,8 @@ impl Repo {
             // A metafile committed as a link is read only when it points inside the repository.
             existing_inside(&self.root, &metafile)?;
             let dir = self.relative(metafile.parent().unwrap_or(&self.root))?;
-            let text = fs_err::read_to_string(&metafile).map_err(|source| DvcError::Io {
-                path: metafile.clone(),
+            let text = fs_err::read_to_string(&metafile).map_err(|source| DvcError::Fs {
+                what: "read a DVC file",
                 source,
             })?;
             let name = metafile.to_string_lossy().into_owned();
@@ -380,6 +389,17 @@ pub(crate) fn slash_path(rel: &Path) -> String {
         .join("/")
 }
 
+/// A path the user typed, absolute, with `.` and `..` resolved without touching the file system:
+/// `..` in it is theirs to write (links in it are resolved, and checked, where it is read).
+fn user_path(path: &Path) -> Result<PathBuf, DvcError> {
+    let abs = std::path::absolute(path).map_err(|source| DvcError::Io {
+        what: "resolve",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(normalize(&abs))
+}
+
 /// Resolves `.` and `..` without touching the file system (for paths the user typed).
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -398,12 +418,43 @@ fn normalize(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::{assert_renders_once, render};
+
+    /// An empty DVC repository (a `.dvc` folder) in a temp dir.
+    fn empty_repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(dir.path().join(".dvc")).unwrap();
+        dir
+    }
+
+    /// Each io error prints its path once: from the `fs_err` cause, or from the message when
+    /// the cause does not name it.
+    #[test]
+    fn io_errors_name_the_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-file.bin");
+        let shown = missing.display().to_string();
+        let err = cache::md5_file(&missing).unwrap_err();
+        assert!(matches!(err, DvcError::Fs { .. }), "{err:?}");
+        assert_renders_once(&err, 1);
+        assert_eq!(render(&err).matches(&shown).count(), 1, "{}", render(&err));
+
+        let err = DvcError::Io {
+            what: "write",
+            path: missing.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert_renders_once(&err, 1);
+        assert_eq!(render(&err).matches(&shown).count(), 1, "{}", render(&err));
+
+        let err = DvcError::LinkLoop { path: missing };
+        assert_renders_once(&err, 1);
+    }
 
     #[test]
     fn discovers_the_repo_and_its_tracked_outputs() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = empty_repo();
         let root = dir.path();
-        fs_err::create_dir_all(root.join(".dvc")).unwrap();
         fs_err::create_dir_all(root.join("data/images/deep")).unwrap();
         fs_err::write(
             root.join("data/images.dvc"),
@@ -443,26 +494,14 @@ mod tests {
     /// Issue 17: `[cache] dir` is an error naming the file; `.dvcignore` patterns a warning.
     #[test]
     fn unsupported_cache_dir_and_dvcignore_are_not_silently_ignored() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = empty_repo();
         let root = dir.path();
-        fs_err::create_dir_all(root.join(".dvc")).unwrap();
-        assert!(
-            Repo::discover(root)
-                .unwrap()
-                .unsupported()
-                .unwrap()
-                .is_empty()
-        );
+        let warnings = || Repo::discover(root).unwrap().unsupported().unwrap();
+        assert!(warnings().is_empty());
         fs_err::write(root.join(".dvcignore"), "# comment only\n\n").unwrap();
-        assert!(
-            Repo::discover(root)
-                .unwrap()
-                .unsupported()
-                .unwrap()
-                .is_empty()
-        );
+        assert!(warnings().is_empty());
         fs_err::write(root.join(".dvcignore"), "# tmp\n*.tmp\n").unwrap();
-        let warnings = Repo::discover(root).unwrap().unsupported().unwrap();
+        let warnings = warnings();
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].contains(".dvcignore: 1 pattern"),
@@ -481,9 +520,8 @@ mod tests {
 
     #[test]
     fn issue11_output_paths_must_be_relative_without_dotdot() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = empty_repo();
         let root = dir.path();
-        fs_err::create_dir_all(root.join(".dvc")).unwrap();
         fs_err::create_dir_all(root.join("data")).unwrap();
         let repo = Repo {
             root: root.to_path_buf(),

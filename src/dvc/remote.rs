@@ -142,6 +142,7 @@ impl S3Remote {
             hasher.update(&chunk);
             size += chunk.len() as u64;
             tmp.write_all(&chunk).map_err(|source| DvcError::Io {
+                what: "write",
                 path: tmp.path().to_path_buf(),
                 source,
             })?;
@@ -171,6 +172,7 @@ impl S3Remote {
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| DvcError::Io {
+                what: "read",
                 path: path.to_path_buf(),
                 source: std::io::Error::other(e),
             })?;

@@ -141,8 +141,8 @@ fn unwrap_join<R>(r: Result<R, tokio::task::JoinError>) -> R {
 /// Reads a `.dir` manifest from the cache.
 fn read_manifest(cache: &Cache, t: &Tracked) -> Result<Vec<DirEntry>, DvcError> {
     let path = cache.entry(&t.id, &t.name)?;
-    let bytes = fs_err::read(&path).map_err(|source| DvcError::Io {
-        path: path.clone(),
+    let bytes = fs_err::read(&path).map_err(|source| DvcError::Fs {
+        what: "read a directory manifest from the cache",
         source,
     })?;
     parse_dir_manifest(&bytes).map_err(|message| DvcError::Metafile { path, message })
@@ -375,9 +375,11 @@ fn checkout(root: &Path, cache: &Cache, files: &[Wanted]) -> Result<(usize, usiz
 /// Copies `src` (a cache entry) to `dest` atomically unless `dest` already has that content.
 /// `dest`'s parent must exist; a link at `dest` is replaced, never followed.
 fn checkout_file(src: &Path, dest: &Path, id: &ObjectId) -> Result<bool, DvcError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DvcError::Io { path, source }
+    let fs = |what| move |source| DvcError::Fs { what, source };
+    let io = |source| DvcError::Io {
+        what: "write",
+        path: dest.to_path_buf(),
+        source,
     };
     match fs_err::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
@@ -386,7 +388,7 @@ fn checkout_file(src: &Path, dest: &Path, id: &ObjectId) -> Result<bool, DvcErro
             });
         }
         Ok(m) if m.is_file() => {
-            let cached = fs_err::metadata(src).map_err(io(src))?;
+            let cached = fs_err::metadata(src).map_err(fs("read a cache entry"))?;
             if cached.len() == m.len() && id.matches(&md5_file(dest)?.0, None) {
                 return Ok(false);
             }
@@ -397,10 +399,10 @@ fn checkout_file(src: &Path, dest: &Path, id: &ObjectId) -> Result<bool, DvcErro
     let tmp = tempfile::Builder::new()
         .prefix(".wms-tmp-")
         .tempfile_in(dir)
-        .map_err(io(dir))?;
-    fs_err::copy(src, tmp.path()).map_err(io(dest))?;
-    set_mode(tmp.path(), 0o644).map_err(io(dest))?;
-    tmp.persist(dest).map_err(|e| io(dest)(e.error))?;
+        .map_err(fs("create a temp file beside a tracked file"))?;
+    fs_err::copy(src, tmp.path()).map_err(fs("copy a cache entry into the workspace"))?;
+    set_mode(tmp.path(), 0o644).map_err(io)?;
+    tmp.persist(dest).map_err(|e| io(e.error))?;
     Ok(true)
 }
 
