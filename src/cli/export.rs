@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::exit::{GateNotMet, UsageError};
-use crate::github::actions::Actions;
+use crate::github::actions::{Actions, flag_or_input};
 use crate::onnx::pipeline::{
     self, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_IOU_DROP, ExportOutcome, ExportSettings,
     Int8Settings, Precision,
 };
 use crate::onnx::quantize::Plan;
 use crate::onnx::{self, OnnxError};
+use crate::untrusted::text::for_log;
 
 /// Default output path.
 pub const DEFAULT_OUT: &str = "model.onnx";
@@ -90,18 +91,7 @@ pub fn resolve(
                     "no checkpoint given; hint: pass --checkpoint best.safetensors (or the action input `checkpoint`)",
                 )
             })?;
-    let check = match (check, input("check")) {
-        (true, _) | (false, None) => check,
-        (false, Some(v)) => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => {
-                return Err(UsageError::new(format!(
-                    "action input `check` is {v:?}; hint: use true or false"
-                )));
-            }
-        },
-    };
+    let check = flag_or_input(check, "check", &input)?;
     let version = version
         .or_else(|| input("version"))
         .unwrap_or_else(|| DEFAULT_VERSION.into());
@@ -211,15 +201,21 @@ fn resolve_precision(
     }
 }
 
+/// A path as a log line may show it: the paths come from flags or action inputs, so control
+/// characters in them are quoted rather than written to the terminal or the runner's log.
+fn shown(path: &std::path::Path) -> String {
+    for_log(&path.to_string_lossy()).into_owned()
+}
+
 /// What the user reads on stderr about an export.
 fn report(settings: &ExportSettings, outcome: &ExportOutcome) {
     eprintln!(
         "wrote {} ({} bytes, {}, opset {}) from {}",
-        outcome.model_path.display(),
+        shown(&outcome.model_path),
         outcome.size,
         outcome.precision,
         onnx::OPSET,
-        settings.checkpoint.display()
+        shown(&settings.checkpoint)
     );
     for c in &outcome.parity {
         eprintln!(
@@ -245,13 +241,13 @@ fn report(settings: &ExportSettings, outcome: &ExportOutcome) {
         );
     }
     if let Some(p) = &outcome.sidecar_path {
-        eprintln!("recorded the guard's figures in {}", p.display());
+        eprintln!("recorded the guard's figures in {}", shown(p));
     }
     if let (Some(archive), Some(dir)) = (&outcome.mar_path, &outcome.mar_dir) {
         eprintln!(
             "wrote TorchServe archive {} (unpacked: {})",
-            archive.display(),
-            dir.display()
+            shown(archive),
+            shown(dir)
         );
     }
 }
@@ -352,6 +348,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("true or false"), "{err}");
+    }
+
+    #[test]
+    fn printed_paths_cannot_start_a_workflow_command() {
+        let shown = shown(std::path::Path::new("out\n::error::forged.mar"));
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.contains("forged.mar"), "{shown}");
     }
 
     #[test]
