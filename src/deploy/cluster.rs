@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::DeployError;
+use super::{DeployError, KubeconfigCause};
 
 /// The client every deploy operation takes.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ impl Cluster {
                     .await
                     .map_err(|source| DeployError::Kubeconfig {
                         context: name.clone(),
-                        source,
+                        source: KubeconfigCause(source),
                     })?;
                 Self::from_config(config, format!("context {name}"))
             }
@@ -111,13 +111,13 @@ impl Cluster {
                 if let Some(name) = context {
                     return Err(DeployError::Kubeconfig {
                         context: name.to_string(),
-                        source: kubeconfig_err,
+                        source: KubeconfigCause(kubeconfig_err),
                     });
                 }
                 match kube::Config::incluster() {
                     Ok(config) => Self::from_config(config, "in-cluster service account"),
                     Err(_) => Err(DeployError::NoCredentials {
-                        source: kubeconfig_err,
+                        source: KubeconfigCause(kubeconfig_err),
                     }),
                 }
             }

@@ -78,14 +78,14 @@ pub enum DeployError {
     Kubeconfig {
         context: String,
         #[source]
-        source: kube::config::KubeconfigError,
+        source: KubeconfigCause,
     },
     #[error(
         "no Kubernetes credentials: no kubeconfig and not inside a pod; hint: set KUBECONFIG (or write ~/.kube/config), or pass --eks-cluster NAME --region R"
     )]
     NoCredentials {
         #[source]
-        source: kube::config::KubeconfigError,
+        source: KubeconfigCause,
     },
     #[error(
         "cannot reach the Kubernetes API server {server} ({credentials}); hint: check that the cluster is up and that this runner can reach it (VPN, private endpoint, firewall)"
@@ -192,4 +192,68 @@ pub enum DeployError {
         name: String,
         why: String,
     },
+}
+
+/// A kubeconfig error from kube, as a cause that prints once. kube's `KubeconfigError` writes
+/// its cause into its own message and also returns it from `source()` (`ReadConfig`: "failed to
+/// read kubeconfig from '…': No such file or directory" with the io error as source), so the
+/// chain `exit::render` prints showed the cause twice. This shows kube's message and skips a
+/// source whose text that message already carries (the one rule of [`crate::exit`]).
+#[derive(Debug)]
+pub struct KubeconfigCause(pub kube::config::KubeconfigError);
+
+impl std::fmt::Display for KubeconfigCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for KubeconfigCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause = std::error::Error::source(&self.0)?;
+        if self.0.to_string().contains(&cause.to_string()) {
+            cause.source()
+        } else {
+            Some(cause)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{assert_renders_once, render};
+
+    /// `wms deploy` without a kubeconfig: kube's read error (the real one, from
+    /// `Kubeconfig::read_from`) names the file and says why once, and the hint comes last.
+    #[test]
+    fn a_missing_kubeconfig_prints_its_cause_once() {
+        let missing = std::path::Path::new("/nonexistent/wms-deploy-test/kubeconfig");
+        let kube_err = kube::config::Kubeconfig::read_from(missing).unwrap_err();
+        let err = DeployError::NoCredentials {
+            source: KubeconfigCause(kube_err),
+        };
+        assert_renders_once(&err, 1);
+        let line = render(&err);
+        assert_eq!(
+            line.matches("No such file or directory").count(),
+            1,
+            "{line}"
+        );
+        assert!(
+            line.contains("/nonexistent/wms-deploy-test/kubeconfig"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("or pass --eks-cluster NAME --region R"),
+            "{line}"
+        );
+
+        let kube_err = kube::config::Kubeconfig::read_from(missing).unwrap_err();
+        let err = DeployError::Kubeconfig {
+            context: "ci".into(),
+            source: KubeconfigCause(kube_err),
+        };
+        assert_renders_once(&err, 1);
+    }
 }
