@@ -78,7 +78,7 @@ pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
     mask_tracking_secrets(&actions);
     let settings = PromoteSettings::resolve(args, |name| actions.input(name))?;
     let client = client_from_env("wms promote")?;
-    match settings {
+    let (version, previous) = match settings {
         PromoteSettings::Promote {
             run_id,
             model_name,
@@ -88,25 +88,35 @@ pub fn run_promote(args: PromoteArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("promoting run {run_id} as {model_name}"))?;
             tracing::info!(
                 source = %for_log(&redact::url(&p.source)),
-                previous = p.previous.as_deref().unwrap_or("none"),
                 "{} version {} is now production",
                 for_log(&model_name),
                 p.version
             );
-            actions.set_output("version", &p.version)?;
-            actions.set_output("previous", p.previous.as_deref().unwrap_or(""))?;
-            println!("{}", p.version);
+            (p.version, p.previous)
         }
         PromoteSettings::Rollback { model_name } => {
-            let version = registry::rollback(&client, &model_name)
+            let r = registry::rollback(&client, &model_name)
                 .with_context(|| format!("rolling back {model_name}"))?;
             tracing::info!(
-                "{} version {version} is production again",
-                for_log(&model_name)
+                "{} version {} is production again",
+                for_log(&model_name),
+                r.version
             );
-            actions.set_output("version", &version)?;
-            println!("{version}");
+            (r.version, r.previous)
         }
-    }
+    };
+    let previous = previous.unwrap_or_default();
+    tracing::info!(
+        "previous: {}",
+        if previous.is_empty() {
+            "none"
+        } else {
+            &previous
+        }
+    );
+    // Both outputs the action declares, in either mode.
+    actions.set_output("version", &version)?;
+    actions.set_output("previous", &previous)?;
+    println!("{version}");
     Ok(())
 }

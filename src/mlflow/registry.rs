@@ -210,9 +210,18 @@ pub fn promote(
     })
 }
 
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// The version now behind `production` (the one `previous` pointed at).
+    pub version: String,
+    /// The version now behind `previous` (what was production); `None` when nothing was.
+    pub previous: Option<String>,
+}
+
 /// Swaps `production` and `previous`: production goes back to the version before the last
-/// promotion. Returns the version now in production.
-pub fn rollback(client: &Client, model_name: &str) -> Result<String, MlflowError> {
+/// promotion.
+pub fn rollback(client: &Client, model_name: &str) -> Result<Rollback, MlflowError> {
     let prev = client
         .version_by_alias(model_name, PREVIOUS)?
         .ok_or_else(|| MlflowError::Registry {
@@ -221,11 +230,14 @@ pub fn rollback(client: &Client, model_name: &str) -> Result<String, MlflowError
         })?;
     let current = client.version_by_alias(model_name, PRODUCTION)?;
     client.set_alias(model_name, PRODUCTION, &prev.version)?;
-    match current {
+    match &current {
         Some(c) => client.set_alias(model_name, PREVIOUS, &c.version)?,
         None => client.delete_alias(model_name, PREVIOUS)?,
     }
-    Ok(prev.version)
+    Ok(Rollback {
+        version: prev.version,
+        previous: current.map(|c| c.version),
+    })
 }
 
 /// The version behind `alias` and the final metrics of the run that produced it; `None` when

@@ -835,9 +835,14 @@ fn promote_action_inputs_reach_mlflow() {
         ("2", "1")
     );
     let s = promote(&[("model-name", model), ("rollback", "true")]);
-    assert_eq!(s.outputs["version"], "1");
-    // `wms promote --rollback` writes no `previous` output (src/cli/promote.rs); the registry
-    // shows the swap.
+    // Both outputs the action declares, and the registry agrees.
+    assert_eq!(
+        (
+            s.outputs["version"].as_str(),
+            s.outputs["previous"].as_str()
+        ),
+        ("1", "2")
+    );
     let previous = m.get(
         "registered-models/alias",
         &[("name", model), ("alias", "previous")],
