@@ -1,6 +1,8 @@
 //! Static int8 quantization of an exported fp32 model, written as a QDQ graph: every activation
-//! the network passes between layers goes through `QuantizeLinear → DequantizeLinear` (uint8,
-//! per tensor), and every convolution that [`Plan`] quantizes reads its weights through a
+//! an int8 operator reads or writes goes through `QuantizeLinear → DequantizeLinear` (uint8,
+//! per tensor; [`quantized_tensors`] says which: a layer [`Plan`] keeps fp32, and what only fp32
+//! layers touch, stays float without a round trip), and every convolution that [`Plan`]
+//! quantizes reads its weights through a
 //! per-output-channel `DequantizeLinear` of symmetric int8 values and its bias through an int32
 //! one. The graph still *means* fp32 arithmetic on rounded values, so any ONNX runtime runs it;
 //! ONNX Runtime's QDQ transformers fuse `DQ → Conv → Relu → Q` into `QLinearConv` (the Relu
@@ -96,6 +98,10 @@ pub enum QuantizeError {
         "initializer {name} is missing or not fp32; hint: quantize a model written by `wms export-onnx`"
     )]
     Initializer { name: String },
+    #[error(
+        "--keep-fp32 names {name}, which is not a convolution of this model; hint: use node names of its convolutions: {known}"
+    )]
+    UnknownConv { name: String, known: String },
 }
 
 /// Tensors whose range calibration must observe: the outputs of `Relu` and `Concat` nodes. (The
@@ -204,22 +210,35 @@ pub fn quantize(
         return Ok(out);
     };
     let input_name = super::INPUT_NAME;
+    let convs: BTreeSet<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Conv"))
+        .filter_map(|n| n.name.as_deref())
+        .collect();
+    if let Some(unknown) = plan.fp32_convs.iter().find(|c| !convs.contains(c.as_str())) {
+        return Err(QuantizeError::UnknownConv {
+            name: unknown.clone(),
+            known: convs
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let quantized = quantized_tensors(g, plan);
     // Parameters of every quantized activation, in topological order.
     let mut params: BTreeMap<String, ActivationParams> = BTreeMap::new();
-    let first_conv_int8 = g.node.iter().any(|n| {
-        n.op_type.as_deref() == Some("Conv")
-            && n.input.first().map(String::as_str) == Some(input_name)
-            && !plan
-                .fp32_convs
-                .contains(n.name.as_deref().unwrap_or_default())
-    });
-    if first_conv_int8 {
+    if quantized.contains(input_name) {
         params.insert(input_name.to_string(), ActivationParams::INPUT);
     }
     for n in &g.node {
         let Some(outp) = n.output.first() else {
             continue;
         };
+        if !quantized.contains(outp.as_str()) {
+            continue;
+        }
         match n.op_type.as_deref() {
             Some("Relu" | "Concat") => {
                 let r = *ranges.get(outp).ok_or_else(|| QuantizeError::NoRange {
@@ -376,6 +395,64 @@ pub fn quantize(
     Ok(out)
 }
 
+/// The activations that go through `QuantizeLinear → DequantizeLinear`: only those an int8
+/// operator reads or writes, so a layer kept fp32 (and the tensors only fp32 layers touch) runs
+/// without a float → uint8 → float round trip.
+/// - the output of the `Relu` right after an int8 convolution (ONNX Runtime fuses `DQ → Conv →
+///   Relu → Q` only with the `Q`);
+/// - any tensor an int8 convolution reads as its input;
+/// - the input of a `MaxPool` or `Resize`, and every input of a `Concat`, whose output is
+///   quantized (they run on uint8, or fuse into `QLinearConcat`, only with `DQ` on every input).
+pub fn quantized_tensors(g: &GraphProto, plan: &Plan) -> BTreeSet<String> {
+    let int8_conv = |n: &NodeProto| {
+        n.op_type.as_deref() == Some("Conv")
+            && !plan
+                .fp32_convs
+                .contains(n.name.as_deref().unwrap_or_default())
+    };
+    let producer: BTreeMap<&str, &NodeProto> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let mut set: BTreeSet<String> = BTreeSet::new();
+    for n in g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Relu"))
+    {
+        let after_int8 = n
+            .input
+            .first()
+            .and_then(|i| producer.get(i.as_str()))
+            .is_some_and(|p| int8_conv(p));
+        if after_int8 {
+            set.extend(n.output.first().cloned());
+        }
+    }
+    for n in g.node.iter().filter(|n| int8_conv(n)) {
+        set.extend(n.input.first().cloned());
+    }
+    // Backwards through MaxPool/Resize/Concat until nothing changes (the graph is a DAG, so
+    // this ends after at most depth-many passes).
+    loop {
+        let before = set.len();
+        for n in g.node.iter().rev() {
+            let through = match n.op_type.as_deref() {
+                Some("MaxPool" | "Resize") => n.input.iter().take(1).collect::<Vec<_>>(),
+                Some("Concat") => n.input.iter().collect(),
+                _ => continue,
+            };
+            if n.output.first().is_some_and(|o| set.contains(o)) {
+                set.extend(through.into_iter().cloned());
+            }
+        }
+        if set.len() == before {
+            return set;
+        }
+    }
+}
+
 fn quantize_node(tensor: &str) -> NodeProto {
     NodeProto {
         input: vec![
@@ -476,6 +553,85 @@ fn tensor_i32(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(op: &str, name: &str, inputs: &[&str]) -> NodeProto {
+        NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.to_string()],
+            name: Some(name.to_string()),
+            op_type: Some(op.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A two-level U-Net in miniature: conv, pool, conv, upsample, concat with the skip, conv,
+    /// final 1×1.
+    fn mini_unet() -> GraphProto {
+        GraphProto {
+            node: vec![
+                node("Conv", "c1", &["input", "w1"]),
+                node("Relu", "r1", &["c1"]),
+                node("MaxPool", "p1", &["r1"]),
+                node("Conv", "c2", &["p1", "w2"]),
+                node("Relu", "r2", &["c2"]),
+                node("Resize", "u", &["r2", "", "scales"]),
+                node("Concat", "k", &["u", "r1"]),
+                node("Conv", "c3", &["k", "w3"]),
+                node("Relu", "r3", &["c3"]),
+                node("Conv", "logits", &["r3", "w4"]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_tensors_an_int8_operator_touches_are_quantized() {
+        let g = mini_unet();
+        let plan = |fp32: &[&str]| Plan {
+            fp32_convs: set(fp32),
+        };
+        // Default: everything but the final logit (which the fp32 1×1 reads through a DQ).
+        assert_eq!(
+            quantized_tensors(&g, &plan(&["logits"])),
+            set(&["input", "r1", "p1", "r2", "u", "k", "r3"])
+        );
+        // The decoder conv kept fp32: its concat, the upsampled tensor and its own output stay
+        // float (no Q → DQ round trip); r2 is still an int8 conv's output, r1 an int8 pool's input.
+        assert_eq!(
+            quantized_tensors(&g, &plan(&["c3", "logits"])),
+            set(&["input", "r1", "p1", "r2"])
+        );
+        // The first conv kept fp32: the photo goes in as float.
+        assert_eq!(
+            quantized_tensors(&g, &plan(&["c1", "logits"])),
+            set(&["r1", "p1", "r2", "u", "k", "r3"])
+        );
+    }
+
+    #[test]
+    fn keep_fp32_must_name_a_convolution_of_the_model() {
+        let m = ModelProto {
+            graph: Some(mini_unet()),
+            ..Default::default()
+        };
+        let plan = Plan {
+            fp32_convs: set(&["dec9/conv0"]),
+        };
+        let err = quantize(&m, &BTreeMap::new(), &plan).unwrap_err();
+        let text = err.to_string();
+        let QuantizeError::UnknownConv { name, known } = err else {
+            panic!("not UnknownConv: {text}");
+        };
+        assert_eq!(
+            (name.as_str(), known.as_str()),
+            ("dec9/conv0", "c1, c2, c3, logits")
+        );
+        assert!(text.contains("hint:"), "{text}");
+    }
 
     #[test]
     fn weights_are_symmetric_per_channel() {
