@@ -183,3 +183,6 @@ pub const AWS_ENDPOINT_URL_EKS: &str = "AWS_ENDPOINT_URL_EKS";
 pub const WMS_SERVE_ORT_RUN_IMAGES: &str = "WMS_SERVE_ORT_RUN_IMAGES";
 /// `0` turns off ONNX Runtime's CPU memory arena in `wms-serve` (default on); `1` keeps it.
 pub const WMS_SERVE_ORT_ARENA: &str = "WMS_SERVE_ORT_ARENA";
+/// `1` turns on ONNX Runtime's memory pattern (one pre-planned block per run) in `wms-serve`;
+/// `0` (the default) keeps it off, which holds less memory under concurrency.
+pub const WMS_SERVE_ORT_MEMORY_PATTERN: &str = "WMS_SERVE_ORT_MEMORY_PATTERN";
