@@ -327,6 +327,7 @@ fn run_pr(args: PrArgs) -> anyhow::Result<()> {
         image,
         deployment_url: s.deployment_url.clone(),
         run_url: ctx.run_url.clone(),
+        quantization: inputs::read_quantization(&s.metrics)?,
     };
 
     if let Some(h) = &report.history {

@@ -181,6 +181,28 @@ pub fn read_image(arg: &str) -> Result<ImageInfo, ReportError> {
     })
 }
 
+/// The int8 export's guard figures: the `quantization` record of the checkpoint sidecar
+/// (`checkpoint.json`, which wms-train writes next to `metrics.json` and `wms export-onnx
+/// --precision int8` adds the record to). `None` without a sidecar or without a record (an fp32
+/// export); a sidecar that is not JSON, or a record without its fields, is an error.
+pub fn read_quantization(
+    metrics: &Path,
+) -> Result<Option<crate::checkpoint::QuantizationRecord>, ReportError> {
+    #[derive(Deserialize)]
+    struct Sidecar {
+        #[serde(default)]
+        quantization: Option<crate::checkpoint::QuantizationRecord>,
+    }
+    let path = metrics.with_file_name(crate::onnx::pipeline::SIDECAR_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = read(&path)?;
+    let sidecar: Sidecar = serde_json::from_str(&text)
+        .map_err(|source| ReportError::json(&path, "checkpoint sidecar", source))?;
+    Ok(sidecar.quantization)
+}
+
 fn is_digest(d: &str) -> bool {
     d.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::checkpoint::QuantizationRecord;
 use crate::gate::{Baseline, GateDecision, lower_is_better};
 use crate::untrusted::text::{md_code, md_text};
 
@@ -31,6 +32,8 @@ pub struct Report {
     pub deployment_url: Option<String>,
     /// Link to the workflow run that made the report.
     pub run_url: Option<String>,
+    /// The int8 export's accuracy guard, when the checkpoint was exported int8.
+    pub quantization: Option<QuantizationRecord>,
 }
 
 /// Which way a metric moved, judged like the gate judges it.
@@ -108,6 +111,9 @@ pub fn render(report: &Report, marker: &str, max_rows: usize) -> String {
 
     metrics_table(&mut md, report, max_rows);
     gate_section(&mut md, report);
+    if let Some(q) = &report.quantization {
+        int8_section(&mut md, q);
+    }
 
     if let Some(history) = &report.history {
         let _ = writeln!(md, "### Training curves\n");
@@ -249,6 +255,56 @@ fn gate_section(md: &mut String, report: &Report) {
         let _ = writeln!(md, "- {}", md_text(n));
     }
     md.push('\n');
+}
+
+/// The int8 export's figures (`wms export-onnx --precision int8`, read from the checkpoint
+/// sidecar): test IoU and Dice of both models against the ground truth and the drop the guard
+/// judged. The strings come from a file, so they pass through [`md_code`].
+fn int8_section(md: &mut String, q: &QuantizationRecord) {
+    let _ = writeln!(
+        md,
+        "### int8 export
+"
+    );
+    let _ = writeln!(md, "| metric | fp32 | int8 | drop |\n|---|---:|---:|---|");
+    let within = q.iou_drop <= q.max_iou_drop;
+    let _ = writeln!(
+        md,
+        "| `test_iou` | {} | {} | {} (limit {}) {} |",
+        number(q.fp32_test_iou),
+        number(q.int8_test_iou),
+        signed(q.iou_drop),
+        number(q.max_iou_drop),
+        if within {
+            "✅"
+        } else {
+            "❌ **over the limit**"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| `test_dice` | {} | {} | {} |",
+        number(q.fp32_test_dice),
+        number(q.int8_test_dice),
+        signed(q.dice_drop)
+    );
+    let kept = if q.fp32_convs.is_empty() {
+        "none".to_string()
+    } else {
+        q.fp32_convs
+            .iter()
+            .map(|c| md_code(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        md,
+        "\nMasks agree on {:.2} % of the pixels of {} test photo(s); calibrated on {} validation photo(s) ({}); kept fp32: {kept}.\n",
+        100.0 * q.pixel_agreement,
+        q.test_images,
+        q.calibration_images,
+        md_code(&q.method),
+    );
 }
 
 fn changes_section(md: &mut String, changes: &Changes, max_rows: usize) {
@@ -442,7 +498,67 @@ mod tests {
             image: None,
             deployment_url: None,
             run_url: None,
+            quantization: None,
         }
+    }
+
+    fn record() -> QuantizationRecord {
+        QuantizationRecord {
+            precision: "int8".into(),
+            method: "qdq-u8s8-minmax".into(),
+            calibration_images: 30,
+            test_images: 23,
+            fp32_test_iou: 0.7496,
+            fp32_test_dice: 0.834,
+            int8_test_iou: 0.7509,
+            int8_test_dice: 0.835,
+            iou_drop: 0.7496 - 0.7509,
+            dice_drop: 0.834 - 0.835,
+            pixel_agreement: 0.99982,
+            max_iou_drop: 0.005,
+            fp32_convs: vec!["logits".into()],
+        }
+    }
+
+    #[test]
+    fn the_int8_figures_show_when_the_checkpoint_was_exported_int8() {
+        let mut r = report();
+        assert!(!render(&r, "", usize::MAX).contains("int8"));
+        r.quantization = Some(record());
+        let md = render(&r, "", usize::MAX);
+        let section: Vec<&str> = md
+            .lines()
+            .skip_while(|l| *l != "### int8 export")
+            .take(7)
+            .collect();
+        assert_eq!(
+            section,
+            [
+                "### int8 export",
+                "",
+                "| metric | fp32 | int8 | drop |",
+                "|---|---:|---:|---|",
+                "| `test_iou` | 0.7496 | 0.7509 | -0.0013 (limit 0.0050) ✅ |",
+                "| `test_dice` | 0.8340 | 0.8350 | -0.0010 |",
+                "",
+            ],
+            "{md}"
+        );
+        assert!(
+            md.contains("agree on 99.98 % of the pixels of 23 test photo(s); calibrated on 30"),
+            "{md}"
+        );
+        // A drop over the guard's limit says so; names from the sidecar stay code spans.
+        let mut q = record();
+        q.iou_drop = 0.02;
+        q.fp32_convs = vec!["x | # y".into()];
+        r.quantization = Some(q);
+        let md = render(&r, "", usize::MAX);
+        assert!(
+            md.contains("+0.0200 (limit 0.0050) ❌ **over the limit**"),
+            "{md}"
+        );
+        assert!(md.contains("kept fp32: `x \\| # y`."), "{md}");
     }
 
     #[test]

@@ -296,6 +296,12 @@ print(json.dumps({p.key: p.value for p in m.metadata_props}))
     .unwrap();
     assert_eq!(&sidecar["quantization"], q);
     assert_eq!(sidecar["model_name"], "water-meters-unet");
+    // `wms report` finds the record next to the run's metrics.json and shows its figures.
+    let record =
+        wms::report::inputs::read_quantization(&f.checkpoint.with_file_name("metrics.json"))
+            .unwrap()
+            .expect("the sidecar's quantization record");
+    assert_eq!(serde_json::to_value(&record).unwrap(), *q);
     // The weights file itself is not touched.
     let ckpt = Checkpoint::read(&f.checkpoint).unwrap();
     assert_eq!(ckpt.meta.quantization, None);
