@@ -14,7 +14,7 @@ use crate::untrusted::text::for_log;
 
 /// A flat `metrics.json`: every value a finite number.
 pub fn read_metrics(path: &Path) -> Result<BTreeMap<String, f64>, ReportError> {
-    let text = read(path)?;
+    let text = read(path, "metrics")?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|source| ReportError::json(path, "metrics", source))?;
     let Some(map) = value.as_object() else {
@@ -65,8 +65,9 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-fn read(path: &Path) -> Result<String, ReportError> {
+fn read(path: &Path, what: &'static str) -> Result<String, ReportError> {
     fs_err::read_to_string(path).map_err(|source| ReportError::Read {
+        what,
         path: path.to_path_buf(),
         source,
     })
@@ -103,7 +104,7 @@ pub struct DataChange {
 }
 
 pub fn read_changes(path: &Path) -> Result<Changes, ReportError> {
-    let text = read(path)?;
+    let text = read(path, "detect-changes")?;
     serde_json::from_str(&text).map_err(|source| {
         ReportError::json(
             path,
@@ -134,7 +135,7 @@ struct BuildImageLine {
 pub fn read_image(arg: &str) -> Result<ImageInfo, ReportError> {
     let path = PathBuf::from(arg);
     if path.is_file() {
-        let text = read(&path)?;
+        let text = read(&path, "build-image")?;
         let line = text
             .lines()
             .rev()
@@ -197,7 +198,7 @@ pub fn read_quantization(
     if !path.is_file() {
         return Ok(None);
     }
-    let text = read(&path)?;
+    let text = read(&path, "checkpoint sidecar")?;
     let sidecar: Sidecar = serde_json::from_str(&text)
         .map_err(|source| ReportError::json(&path, "checkpoint sidecar", source))?;
     Ok(sidecar.quantization)
@@ -211,6 +212,18 @@ fn is_digest(d: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::{assert_renders_once, render};
+
+    /// The path of a missing input shows once (`fs_err`'s cause names it), with the hint.
+    #[test]
+    fn a_missing_input_names_its_path_once() {
+        let missing = "/nonexistent/wms-report-test/baseline.json";
+        let err = read_metrics(Path::new(missing)).unwrap_err();
+        assert_renders_once(&err, 1);
+        let line = render(&err);
+        assert_eq!(line.matches(missing).count(), 1, "{line}");
+        assert!(line.starts_with("cannot read the metrics file: "), "{line}");
+    }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -236,9 +249,7 @@ mod tests {
             e.contains("not valid metrics JSON (line 1, column 1)"),
             "{e}"
         );
-        let e = read_metrics(Path::new("/nonexistent/metrics.json"))
-            .unwrap_err()
-            .to_string();
+        let e = render(&read_metrics(Path::new("/nonexistent/metrics.json")).unwrap_err());
         assert!(e.contains("/nonexistent/metrics.json"), "{e}");
     }
 

@@ -31,8 +31,11 @@ pub const DEFAULT_MODEL: &str = "water-meters-unet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("cannot read {path}; hint: check the path (the file comes from an earlier step)")]
+    // `source` comes from `fs_err`, whose message names the path: the cause prints once.
+    #[error("cannot read the {what} file; hint: check the path (an earlier step writes it)")]
     Read {
+        /// Which input, e.g. "metrics".
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
