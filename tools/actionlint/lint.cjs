@@ -31,9 +31,11 @@ function isVarsContext(r) {
     console.error("usage: lint.cjs WORKFLOW.yml...");
     process.exit(2);
   }
-  const lint = await createLinter();
   let findings = 0;
   for (const file of files) {
+    // One linter per file: the Go WebAssembly instance does not survive every sequence of
+    // files (release.yml, then deploy.yaml or train.yaml, ends in `RuntimeError: unreachable`).
+    const lint = await createLinter();
     const results = lint(readFileSync(file, "utf8"), file);
     for (const r of results) {
       if (isKnownNewerLabel(r) || isVarsContext(r)) continue;
