@@ -229,28 +229,17 @@ mod tests {
     fn default_rule_needs_both_dice_and_iou_to_improve() {
         let rules = GateRules::default();
         let prod = base(&[("test_dice", 0.90), ("test_iou", 0.80)]);
-        let both = decide(
-            &m(&[("test_dice", 0.91), ("test_iou", 0.81)]),
-            Some(&prod),
-            &rules,
-        );
+        let against_prod = |candidate: &[(&str, f64)]| decide(&m(candidate), Some(&prod), &rules);
+        let both = against_prod(&[("test_dice", 0.91), ("test_iou", 0.81)]);
         assert!(both.passed, "{both:?}");
-        let only_dice = decide(
-            &m(&[("test_dice", 0.91), ("test_iou", 0.79)]),
-            Some(&prod),
-            &rules,
-        );
+        let only_dice = against_prod(&[("test_dice", 0.91), ("test_iou", 0.79)]);
         assert!(!only_dice.passed);
         assert_eq!(
             only_dice.failure_reason(),
             "test_iou > baseline (candidate 0.7900)"
         );
         // Equal is not an improvement (upstream: "beat").
-        let equal = decide(
-            &m(&[("test_dice", 0.90), ("test_iou", 0.81)]),
-            Some(&prod),
-            &rules,
-        );
+        let equal = against_prod(&[("test_dice", 0.90), ("test_iou", 0.81)]);
         assert!(!equal.passed);
     }
 
@@ -276,17 +265,10 @@ mod tests {
             max: vec![("val_loss".into(), 0.2)],
         };
         let prod = base(&[("test_hausdorff", 5.0)]);
-        let d = decide(
-            &m(&[("test_hausdorff", 4.0), ("val_loss", 0.1)]),
-            Some(&prod),
-            &rules,
-        );
+        let against_prod = |candidate: &[(&str, f64)]| decide(&m(candidate), Some(&prod), &rules);
+        let d = against_prod(&[("test_hausdorff", 4.0), ("val_loss", 0.1)]);
         assert!(d.passed, "{d:?}");
-        let d = decide(
-            &m(&[("test_hausdorff", 6.0), ("val_loss", 0.3)]),
-            Some(&prod),
-            &rules,
-        );
+        let d = against_prod(&[("test_hausdorff", 6.0), ("val_loss", 0.3)]);
         assert_eq!(d.checks.iter().filter(|c| !c.passed).count(), 2);
     }
 

@@ -151,6 +151,22 @@ pub fn token_url(base: &str, audience: &str) -> String {
     format!("{base}{sep}audience={encoded}")
 }
 
+/// The HTTP client of the calls to AWS-side endpoints wms makes itself (GitHub's OIDC token
+/// endpoint, EKS `DescribeCluster`): 30 s per request.
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// Waits before try `attempt` of a retried call: nothing before the first (0), then `base`
+/// doubled per try (`base << attempt`).
+pub(crate) async fn backoff(attempt: u32, base: Duration) {
+    if attempt > 0 {
+        tokio::time::sleep(base * (1 << attempt)).await;
+    }
+}
+
 /// Asks GitHub for an OIDC token for `audience`.
 pub async fn fetch_github_token(
     base_url: &str,
@@ -163,16 +179,11 @@ pub async fn fetch_github_token(
         message: redact::text(&message).into_owned(),
         hint,
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| fail(e.to_string(), "check the TLS setup"))?;
+    let client = http_client().map_err(|e| fail(e.to_string(), "check the TLS setup"))?;
     let mut last = None;
     // The runner's endpoint is occasionally slow to answer right after a job starts.
     for attempt in 0..3u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-        }
+        backoff(attempt, Duration::from_millis(500)).await;
         let resp = match client
             .get(&url)
             .header(reqwest::header::AUTHORIZATION, format!("Bearer {bearer}"))

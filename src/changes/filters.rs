@@ -268,6 +268,10 @@ mod tests {
         change(path, ChangeKind::Modified)
     }
 
+    fn all_modified(paths: &[&str]) -> Vec<FileChange> {
+        paths.iter().map(|p| modified(p)).collect()
+    }
+
     fn matched(yaml: &str, filter: &str, changes: &[FileChange]) -> Vec<String> {
         let filters = Filters::parse("test", yaml).unwrap();
         let f = filters.filters.iter().find(|f| f.name == filter).unwrap();
@@ -281,12 +285,7 @@ mod tests {
     #[test]
     fn negation_is_ordered_last_match_wins() {
         let yaml = "backend:\n  - 'pkg/**'\n  - '!**/*.md'\n  - 'pkg/keep.md'\n";
-        let changes = [
-            modified("pkg/a.go"),
-            modified("pkg/notes.md"),
-            modified("pkg/keep.md"),
-            modified("other/a.go"),
-        ];
+        let changes = all_modified(&["pkg/a.go", "pkg/notes.md", "pkg/keep.md", "other/a.go"]);
         assert_eq!(
             matched(yaml, "backend", &changes),
             ["pkg/a.go", "pkg/keep.md"]
@@ -297,12 +296,7 @@ mod tests {
     #[test]
     fn negation_differs_from_paths_filter_some_as_documented() {
         let yaml = "backend:\n  - 'pkg/**'\n  - '!**/*.md'\n";
-        let changes = [
-            modified("pkg/a.go"),
-            modified("pkg/notes.md"),
-            modified("other/a.go"),
-            modified("other/b.md"),
-        ];
+        let changes = all_modified(&["pkg/a.go", "pkg/notes.md", "other/a.go", "other/b.md"]);
         // paths-filter, `predicate-quantifier: some`: any rule, `!p` = "not p".
         let some: Vec<&str> = changes
             .iter()

@@ -429,16 +429,11 @@ pub async fn describe_cluster(
         message,
         hint,
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| fail(e.to_string(), "check the TLS setup"))?;
+    let http = crate::aws::http_client().map_err(|e| fail(e.to_string(), "check the TLS setup"))?;
     let mut last = None;
     // EKS occasionally answers 5xx or throttles; the SDK would retry three times too.
     for attempt in 0..3u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-        }
+        crate::aws::backoff(attempt, Duration::from_millis(250)).await;
         let headers = signed_headers(creds, region, "eks", &url, name)?;
         let mut req = http.get(&url).header("accept", "application/json");
         for (k, v) in &headers {

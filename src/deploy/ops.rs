@@ -303,21 +303,16 @@ pub struct VersionState {
 }
 
 fn label(ns: &Namespace, key: &str) -> String {
-    ns.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(key))
-        .cloned()
-        .unwrap_or_default()
+    value_of(ns.metadata.labels.as_ref(), key)
 }
 
 fn annotation(ns: &Namespace, key: &str) -> String {
-    ns.metadata
-        .annotations
-        .as_ref()
-        .and_then(|l| l.get(key))
-        .cloned()
-        .unwrap_or_default()
+    value_of(ns.metadata.annotations.as_ref(), key)
+}
+
+/// `key`'s value in a label or annotation map; empty when either is missing.
+fn value_of(map: Option<&BTreeMap<String, String>>, key: &str) -> String {
+    map.and_then(|m| m.get(key)).cloned().unwrap_or_default()
 }
 
 async fn state_of(cluster: &Cluster, ns: &Namespace) -> Result<VersionState, DeployError> {

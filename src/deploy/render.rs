@@ -349,37 +349,35 @@ pub fn render_unchecked(spec: &DeploySpec) -> Vec<Value> {
         // wms-serve opens no connections (the model is in the image), so egress is denied too.
         "spec": { "podSelector": {}, "policyTypes": ["Ingress", "Egress"] },
     });
+    // Ingress to the model's pods from `namespaces` on `ports` only.
+    let allow = |name: &str, namespaces: Vec<serde_json::Value>, ports: &[i32]| {
+        let ports: Vec<_> = ports
+            .iter()
+            .map(|p| json!({ "protocol": "TCP", "port": p }))
+            .collect();
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(name),
+            "spec": {
+                "podSelector": { "matchLabels": selector },
+                "policyTypes": ["Ingress"],
+                "ingress": [{ "from": namespaces, "ports": ports }],
+            },
+        })
+    };
     let mut routers = vec![from_namespace(&spec.system_namespace)];
     routers.extend(spec.allow_from.iter().map(|ns| from_namespace(ns)));
-    let allow_routing = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta("allow-from-routing"),
-        "spec": {
-            "podSelector": { "matchLabels": selector },
-            "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": routers,
-                "ports": [
-                    { "protocol": "TCP", "port": PORT_INFERENCE },
-                    { "protocol": "TCP", "port": PORT_MANAGEMENT },
-                ],
-            }],
-        },
-    });
-    let allow_monitoring = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta("allow-from-monitoring"),
-        "spec": {
-            "podSelector": { "matchLabels": selector },
-            "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [from_namespace(&spec.monitoring_namespace)],
-                "ports": [{ "protocol": "TCP", "port": PORT_METRICS }],
-            }],
-        },
-    });
+    let allow_routing = allow(
+        "allow-from-routing",
+        routers,
+        &[PORT_INFERENCE, PORT_MANAGEMENT],
+    );
+    let allow_monitoring = allow(
+        "allow-from-monitoring",
+        vec![from_namespace(&spec.monitoring_namespace)],
+        &[PORT_METRICS],
+    );
 
     let service_account = json!({
         "apiVersion": "v1",

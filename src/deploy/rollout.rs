@@ -215,18 +215,32 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// A Deployment at `generation` whose status (of `observed`) has all `replicas` updated,
+    /// `available` of them available, and the Progressing condition `progressing` (its status,
+    /// reason and message).
+    fn progressing(
+        generation: i64,
+        observed: i64,
+        replicas: i32,
+        available: i32,
+        mut progressing: serde_json::Value,
+    ) -> Deployment {
+        progressing["type"] = json!("Progressing");
+        deployment(json!({
+            "metadata": {"name": "m", "generation": generation},
+            "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "replicas": replicas,
+                       "updatedReplicas": replicas, "availableReplicas": available,
+                       "conditions": [progressing]},
+        }))
+    }
+
     #[test]
     fn an_unobserved_generation_waits_even_if_the_old_rollout_looks_complete() {
         // The previous rollout's status, complete, but generation 3 is not observed yet:
         // is_deployment_completed would say done here.
-        let d = deployment(json!({
-            "metadata": {"name": "m", "generation": 3},
-            "spec": {"replicas": 2},
-            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
-                       "availableReplicas": 2,
-                       "conditions": [{"type": "Progressing", "status": "True",
-                                       "reason": "NewReplicaSetAvailable"}]},
-        }));
+        let complete = json!({"status": "True", "reason": "NewReplicaSetAvailable"});
+        let d = progressing(3, 2, 2, 2, complete);
         assert!(matches!(decide(&d), Rollout::Waiting(m) if m.contains("generation 3")));
     }
 
@@ -252,15 +266,9 @@ mod tests {
 
     #[test]
     fn progress_deadline_fails_before_the_replica_counts() {
-        let d = deployment(json!({
-            "metadata": {"name": "m", "generation": 1},
-            "spec": {"replicas": 1},
-            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
-                       "availableReplicas": 0,
-                       "conditions": [{"type": "Progressing", "status": "False",
-                                       "reason": "ProgressDeadlineExceeded",
-                                       "message": "ReplicaSet \"m-abc\" has timed out progressing."}]},
-        }));
+        let deadline = json!({"status": "False", "reason": "ProgressDeadlineExceeded",
+                              "message": "ReplicaSet \"m-abc\" has timed out progressing."});
+        let d = progressing(1, 1, 1, 0, deadline);
         assert!(matches!(decide(&d), Rollout::Failed(m) if m.contains("timed out progressing")));
     }
 

@@ -276,6 +276,39 @@ impl Client {
         decode(&url, resp)
     }
 
+    /// Every item of a paginated `GET`: the array `items` of each page, following
+    /// `next_page_token` until the server sends none (or an empty one).
+    pub(crate) fn get_all<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        items: &str,
+    ) -> Result<Vec<T>, MlflowError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut page_query = query.to_vec();
+            if let Some(t) = &token {
+                page_query.push(("page_token", t));
+            }
+            let mut page: serde_json::Map<String, serde_json::Value> =
+                self.get(endpoint, &page_query)?;
+            if let Some(list) = page.remove(items).filter(|v| !v.is_null()) {
+                let list: Vec<T> =
+                    serde_json::from_value(list).map_err(|e| MlflowError::Decode {
+                        url: self.api_url(endpoint),
+                        message: format!("`{items}`: {e}"),
+                    })?;
+                out.extend(list);
+            }
+            match page.get("next_page_token").and_then(|t| t.as_str()) {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// `POST /api/2.0/mlflow/<endpoint>` with a JSON body → JSON.
     pub(crate) fn post<T: DeserializeOwned>(
         &self,
@@ -658,6 +691,30 @@ mod tests {
             reqs[1].header("authorization").as_deref(),
             Some("Basic dTpw")
         );
+    }
+
+    /// Pages are followed by `next_page_token` (sent as `page_token` with the first query) until
+    /// the server sends an empty one; a page without the item array adds nothing.
+    #[test]
+    fn get_all_follows_next_page_tokens() {
+        let server = ScriptedServer::start(vec![
+            Reply::json(r#"{"metrics": [1, 2], "next_page_token": "p2"}"#),
+            Reply::json(r#"{"next_page_token": "p3"}"#),
+            Reply::json(r#"{"metrics": [3], "next_page_token": ""}"#),
+        ]);
+        let client = Client::new(ClientConfig::new(server.url.clone())).unwrap();
+        let all: Vec<u32> = client
+            .get_all("metrics/get-history", &[("run_id", "r")], "metrics")
+            .unwrap();
+        assert_eq!(all, [1, 2, 3]);
+        let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert!(!paths[0].contains("page_token"), "{paths:?}");
+        assert!(
+            paths[1].contains("run_id=r") && paths[1].contains("page_token=p2"),
+            "{paths:?}"
+        );
+        assert!(paths[2].contains("page_token=p3"), "{paths:?}");
     }
 
     #[test]

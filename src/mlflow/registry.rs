@@ -142,28 +142,8 @@ impl Client {
 
     /// Versions matching an MLflow search filter (e.g. `name='water-meters'`), all pages.
     pub fn search_model_versions(&self, filter: &str) -> Result<Vec<ModelVersion>, MlflowError> {
-        #[derive(Deserialize)]
-        struct Resp {
-            #[serde(default)]
-            model_versions: Vec<ModelVersion>,
-            #[serde(default)]
-            next_page_token: Option<String>,
-        }
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![("filter", filter), ("max_results", "200")];
-            if let Some(t) = &token {
-                query.push(("page_token", t));
-            }
-            let r: Resp = self.get("model-versions/search", &query)?;
-            out.extend(r.model_versions);
-            match r.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-        Ok(out)
+        let query = [("filter", filter), ("max_results", "200")];
+        self.get_all("model-versions/search", &query, "model_versions")
     }
 }
 

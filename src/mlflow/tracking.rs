@@ -334,28 +334,8 @@ impl Client {
 
     /// Every point of metric `key` of a run (all pages).
     pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>, MlflowError> {
-        #[derive(Deserialize)]
-        struct Resp {
-            #[serde(default)]
-            metrics: Vec<Metric>,
-            #[serde(default)]
-            next_page_token: Option<String>,
-        }
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![("run_id", run_id), ("metric_key", key)];
-            if let Some(t) = &token {
-                query.push(("page_token", t));
-            }
-            let resp: Resp = self.get("metrics/get-history", &query)?;
-            out.extend(resp.metrics);
-            match resp.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-        Ok(out)
+        let query = [("run_id", run_id), ("metric_key", key)];
+        self.get_all("metrics/get-history", &query, "metrics")
     }
 }
 
@@ -421,6 +401,15 @@ mod tests {
         }
     }
 
+    /// A batch of that many metrics, params and tags (short values).
+    fn batch(metrics: usize, params: usize, tags: usize) -> Batch {
+        Batch {
+            metrics: (0..metrics).map(metric).collect(),
+            params: (0..params).map(|i| param(i, 3)).collect(),
+            tags: (0..tags).map(|i| param(i, 3)).collect(),
+        }
+    }
+
     fn check(parts: &[Batch], limits: &BatchLimits) {
         for p in parts {
             assert!(!p.is_empty());
@@ -439,11 +428,7 @@ mod tests {
 
     #[test]
     fn splits_by_count_limits_and_keeps_order() {
-        let batch = Batch {
-            metrics: (0..2500).map(metric).collect(),
-            params: (0..250).map(|i| param(i, 3)).collect(),
-            tags: (0..120).map(|i| param(i, 3)).collect(),
-        };
+        let batch = batch(2500, 250, 120);
         let limits = BatchLimits::default();
         let parts = split_batch(batch.clone(), &limits);
         check(&parts, &limits);
@@ -463,11 +448,7 @@ mod tests {
     #[test]
     fn splits_by_entity_total_and_by_bytes() {
         // 100 params + 100 tags + 900 metrics = 1100 entities > 1000.
-        let batch = Batch {
-            metrics: (0..900).map(metric).collect(),
-            params: (0..100).map(|i| param(i, 3)).collect(),
-            tags: (0..100).map(|i| param(i, 3)).collect(),
-        };
+        let batch = batch(900, 100, 100);
         let limits = BatchLimits::default();
         let parts = split_batch(batch, &limits);
         check(&parts, &limits);
@@ -491,10 +472,7 @@ mod tests {
     fn small_and_empty_batches_stay_whole() {
         let limits = BatchLimits::default();
         assert!(split_batch(Batch::default(), &limits).is_empty());
-        let b = Batch {
-            metrics: (0..10).map(metric).collect(),
-            ..Batch::default()
-        };
+        let b = batch(10, 0, 0);
         assert_eq!(split_batch(b.clone(), &limits), vec![b]);
     }
 

@@ -156,26 +156,26 @@ mod tests {
     use crate::model::ModelSpec;
     use crate::onnx::{ExportOptions, export};
 
-    #[test]
-    fn small_export_matches_the_reference_in_onnx_runtime() {
-        let ckpt = fixtures::random_checkpoint(
-            ModelSpec {
-                base_filters: 4,
-                depth: 2,
-                ..ModelSpec::default()
-            },
-            11,
-        );
+    /// A small random checkpoint and its export, written to `m.onnx` in the returned temp dir.
+    fn small_export() -> (Checkpoint, tempfile::TempDir, PathBuf) {
+        let spec = ModelSpec {
+            base_filters: 4,
+            depth: 2,
+            ..ModelSpec::default()
+        };
+        let ckpt = fixtures::random_checkpoint(spec, 11);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.onnx");
-        let bytes = export(
-            &ckpt,
-            &ExportOptions {
-                version: "1".into(),
-            },
-        )
-        .unwrap();
-        fs_err::write(&path, bytes).unwrap();
+        let options = ExportOptions {
+            version: "1".into(),
+        };
+        fs_err::write(&path, export(&ckpt, &options).unwrap()).unwrap();
+        (ckpt, dir, path)
+    }
+
+    #[test]
+    fn small_export_matches_the_reference_in_onnx_runtime() {
+        let (ckpt, _dir, path) = small_export();
         let report = parity(&path, &ckpt, &[[1, 3, 8, 12], [3, 3, 16, 4]], 1).unwrap();
         assert!(report.max_abs_diff() <= TOLERANCE, "{report:?}");
         assert!(
@@ -186,22 +186,7 @@ mod tests {
 
     #[test]
     fn a_model_that_does_not_match_its_checkpoint_fails_the_check() {
-        let spec = ModelSpec {
-            base_filters: 4,
-            depth: 2,
-            ..ModelSpec::default()
-        };
-        let ckpt = fixtures::random_checkpoint(spec, 11);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.onnx");
-        let bytes = export(
-            &ckpt,
-            &ExportOptions {
-                version: "1".into(),
-            },
-        )
-        .unwrap();
-        fs_err::write(&path, bytes).unwrap();
+        let (ckpt, _dir, path) = small_export();
         // Same architecture, different BatchNorm statistics: what a wrong fold would look like.
         let mut other = ckpt.clone();
         if let Some(crate::checkpoint::TensorData::F32(v)) = other
