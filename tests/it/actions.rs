@@ -1,9 +1,10 @@
 //! The composite actions under `actions/` as a pull request could attack them: no input reaches a
-//! shell script as text, the binaries' cache key follows the action's own source, and zizmor (the
-//! real GitHub Actions linter, from the lock file) finds nothing. And every input of every action
-//! reaches the binary: each is bound to a variable its step reads, and each action's step runs
-//! here as the runner would run it (its `env:` evaluated, its script, the real `wms` against the
-//! real MLflow, moto and registry servers) with the decision following every input.
+//! shell script as text, and the binaries' cache key follows the action's own source (zizmor, the
+//! real GitHub Actions linter, audits the actions with the workflows in `workflows.rs`). And every
+//! input of every action reaches the binary: each is bound to a variable its step reads, and each
+//! action's step runs here as the runner would run it (its `env:` evaluated, its script, the real
+//! `wms` against the real MLflow, moto and registry servers) with the decision following every
+//! input.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -113,28 +114,6 @@ fn issue11_cache_key_follows_the_action_source() {
     assert_eq!(key(), first, "the key must be stable for the same source");
     fs_err::write(tree.path().join("src/lib.rs"), "// changed\n").unwrap();
     assert_ne!(key(), first, "a source change must change the key");
-}
-
-/// zizmor audits template injection, unpinned `uses:`, `$GITHUB_ENV` writes and more, offline.
-#[test]
-fn zizmor_finds_nothing_in_the_actions() {
-    let zizmor = util::python().with_file_name("zizmor");
-    let out = Command::new(&zizmor)
-        .args(["--offline", "--no-progress"])
-        .arg(root().join("actions"))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; hint: `make bootstrap` installs zizmor from requirements.lock",
-                zizmor.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "zizmor findings:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The build-image action's script as the runner would run it: every input through `INPUT_*`,

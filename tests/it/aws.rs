@@ -2,8 +2,6 @@
 //! the audience and the bearer token, as the runner's does), moto's STS for
 //! `AssumeRoleWithWebIdentity`, then `wms aws whoami` with the exported credentials.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -22,53 +20,29 @@ struct TokenServer {
 }
 
 fn token_server() -> TokenServer {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let mut auth = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':')
-                    && k.eq_ignore_ascii_case("authorization")
-                {
-                    auth = v.trim().to_string();
-                }
-            }
-            let ok = request_line
-                .starts_with("GET /token?api-version=2.0&audience=sts.amazonaws.com ")
-                && auth.split_once(' ').is_some_and(|(scheme, t)| {
+    let base = servers::http_stub(move |request| {
+        let ok = request
+            .line
+            .starts_with("GET /token?api-version=2.0&audience=sts.amazonaws.com ")
+            && request
+                .header("authorization")
+                .and_then(|auth| auth.split_once(' '))
+                .is_some_and(|(scheme, t)| {
                     scheme.eq_ignore_ascii_case("bearer") && t == REQUEST_TOKEN
                 });
-            log.lock().unwrap().push(request_line.trim().to_string());
-            let (status, body) = if ok {
-                ("200 OK", format!("{{\"count\":1,\"value\":\"{JWT}\"}}"))
-            } else {
-                (
-                    "401 Unauthorized",
-                    "{\"message\":\"bad token\"}".to_string(),
-                )
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+        log.lock().unwrap().push(request.line.clone());
+        let body = if ok {
+            format!("{{\"count\":1,\"value\":\"{JWT}\"}}")
+        } else {
+            "{\"message\":\"bad token\"}".to_string()
+        };
+        let status = if ok { "200 OK" } else { "401 Unauthorized" };
+        (status, "application/json", body.into_bytes())
     });
     TokenServer {
-        url: format!("http://127.0.0.1:{port}/token?api-version=2.0"),
+        url: format!("{base}/token?api-version=2.0"),
         seen,
     }
 }

@@ -266,6 +266,14 @@ fn report_figures_are_the_ones_recomputed_from_the_records() {
             .map(|x| x.seconds)
             .collect()
     };
+    // Human hours of a deploy, aborted attempts left out.
+    let deploy_hours = |method| -> Vec<f64> {
+        of("deploy", method, None)
+            .iter()
+            .filter(|x| x.outcome != "aborted")
+            .map(|x| human_of(x))
+            .collect()
+    };
     let row = |metric: &str, m: String, a: String| format!("| {metric} | {m} | {a} |");
     for expected in [
         row(
@@ -293,22 +301,8 @@ fn report_figures_are_the_ones_recomputed_from_the_records() {
         ),
         row(
             "Human hours per deployment",
-            median_range(
-                of("deploy", "manual", None)
-                    .iter()
-                    .filter(|x| x.outcome != "aborted")
-                    .map(|x| human_of(x))
-                    .collect(),
-                hours,
-            ),
-            median_range(
-                of("deploy", "automated", None)
-                    .iter()
-                    .filter(|x| x.outcome != "aborted")
-                    .map(|x| human_of(x))
-                    .collect(),
-                hours,
-            ),
+            median_range(deploy_hours("manual"), hours),
+            median_range(deploy_hours("automated"), hours),
         ),
     ] {
         assert!(md.contains(&expected), "missing\n{expected}\nin\n{md}");
@@ -356,16 +350,7 @@ fn update_docs_replaces_only_the_generated_section() {
         format!("# Hand-written\n\nprose\n\n{begin}\nold\n{end}\n\ntail\n"),
     )
     .unwrap();
-    let c = wms(tmp.path())
-        .args(["compare", "report", "--records"])
-        .arg(&records)
-        .args([
-            "--out",
-            "comparison/reports/x.md",
-            "--update-docs",
-            "docs/COMPARISON.md",
-        ]);
-    c.ok();
+    report_updating_docs(tmp.path(), &records).ok();
     let text = fs_err::read_to_string(&doc).unwrap();
     assert!(text.starts_with("# Hand-written\n\nprose\n\n"), "{text}");
     assert!(text.ends_with(&format!("{end}\n\ntail\n")), "{text}");
@@ -379,16 +364,7 @@ fn update_docs_replaces_only_the_generated_section() {
 
     // A document without markers is refused in one line and left as it was.
     fs_err::write(&doc, "# no markers\n").unwrap();
-    let c = wms(tmp.path())
-        .args(["compare", "report", "--records"])
-        .arg(&records)
-        .args([
-            "--out",
-            "comparison/reports/x.md",
-            "--update-docs",
-            "docs/COMPARISON.md",
-        ]);
-    let out = c.fails(1);
+    let out = report_updating_docs(tmp.path(), &records).fails(1);
     assert_eq!(out.stderr().trim().lines().count(), 1, "{out}");
     let _redacted = util::redactions().bind_to_scope();
     insta::assert_snapshot!("compare_report_doc_without_markers", out.error_line());
@@ -403,14 +379,13 @@ fn no_records_means_no_data_everywhere() {
         .args(["compare", "report", "--out", "r.md"]);
     c.ok();
     let md = fs_err::read_to_string(tmp.path().join("r.md")).unwrap();
-    assert!(md.contains("from **0 timing records**"), "{md}");
-    assert!(
-        md.contains("| Deployment time | no data | no data |"),
-        "{md}"
-    );
-    assert!(
-        md.contains("| Human hours, all tasks (sum) | no data | no data |"),
-        "{md}"
+    assert_contains_all(
+        &md,
+        &[
+            "from **0 timing records**",
+            "| Deployment time | no data | no data |",
+            "| Human hours, all tasks (sum) | no data | no data |",
+        ],
     );
     // No digit in any table cell except the zero run counts.
     for line in md
@@ -424,6 +399,24 @@ fn no_records_means_no_data_everywhere() {
                 "{line}"
             );
         }
+    }
+}
+
+/// The names of a timing record's steps, in order.
+fn step_names(record: &Value) -> Vec<&str> {
+    record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
+/// Asserts that `text` contains every one of `needles`.
+#[track_caller]
+fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} is missing from:\n{text}");
     }
 }
 
@@ -445,6 +438,45 @@ fn tracker(tmp: &Path, dir: &Path, task: &str, person: &str) -> TestCommand {
         .arg(dir)
 }
 
+/// An artifact folder (as `actions/download-artifact` leaves it) holding one timing record.
+fn artifact_with(dir: &Path, record: &Value) -> PathBuf {
+    let artifact = dir.join("artifact");
+    fs_err::create_dir_all(&artifact).unwrap();
+    fs_err::write(artifact.join("automated.jsonl"), format!("{record}\n")).unwrap();
+    artifact
+}
+
+/// `wms compare collect` of REPO's `workflows` runs on the GitHub stand-in into `records`,
+/// importing the records in `artifact`.
+fn collect(
+    dir: &Path,
+    api: &GitHubApi,
+    workflows: &[&str],
+    records: &Path,
+    artifact: &Path,
+) -> TestCommand {
+    let mut c = wms(dir)
+        .env("GITHUB_API_URL", api.url())
+        .args(["compare", "collect", "--repo", REPO]);
+    for w in workflows {
+        c = c.args(["--workflow", w]);
+    }
+    c.arg("--records").arg(records).arg("--from").arg(artifact)
+}
+
+/// `wms compare report` of `records` into `comparison/reports/x.md`, updating `docs/COMPARISON.md`.
+fn report_updating_docs(dir: &Path, records: &Path) -> TestCommand {
+    wms(dir)
+        .args(["compare", "report", "--records"])
+        .arg(records)
+        .args([
+            "--out",
+            "comparison/reports/x.md",
+            "--update-docs",
+            "docs/COMPARISON.md",
+        ])
+}
+
 #[test]
 fn the_tracker_reads_commands_from_a_pipe() {
     let tmp = tempfile::tempdir().unwrap();
@@ -460,12 +492,7 @@ fn the_tracker_reads_commands_from_a_pipe() {
     assert_eq!(r["method"], "manual");
     assert_eq!(r["outcome"], "success");
     assert_eq!(r["source"]["person"], "ann");
-    let names: Vec<&str> = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = step_names(r);
     assert_eq!(
         names,
         ["check the current size", "scale", "wait for the replicas"]
@@ -554,12 +581,7 @@ fn ctrl_c_keeps_the_steps_marked_so_far() {
     let r = &recs[0];
     assert_eq!(r["outcome"], "aborted");
     assert_eq!(r["task"], "deploy");
-    let names: Vec<&str> = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = step_names(r);
     assert_eq!(names, ["build the image", "log in to ECR and push"]);
     assert_eq!(
         r["errors"]["messages"][0],
@@ -635,32 +657,17 @@ fn collect_reads_every_page_of_runs_once() {
         "source": {"command": "wms deploy apply", "run_url": format!("https://github.com/{REPO}/actions/runs/{}", ids[0])}});
     fs_err::create_dir_all(&records).unwrap();
     fs_err::write(records.join("automated.jsonl"), format!("{inside}\n")).unwrap();
-    let artifact = tmp.path().join("artifact");
-    fs_err::create_dir_all(&artifact).unwrap();
     let imported = json!({"task": "scale", "method": "automated",
         "started": "2026-05-28T21:00:00Z", "finished": "2026-05-28T21:00:04.5Z", "outcome": "success",
         "errors": {"count": 0}, "steps": [], "source": {"command": "wms deploy scale"}});
-    fs_err::write(artifact.join("automated.jsonl"), format!("{imported}\n")).unwrap();
+    let artifact = artifact_with(tmp.path(), &imported);
 
     let collect = || {
-        let c = wms(tmp.path())
-            .env("GITHUB_API_URL", api.url())
+        let workflows = ["deploy.yml", "rollback.yml"];
+        collect(tmp.path(), &api, &workflows, &records, &artifact)
             .env("GITHUB_TOKEN", TOKEN)
-            .args([
-                "compare",
-                "collect",
-                "--repo",
-                REPO,
-                "--workflow",
-                "deploy.yml",
-                "--workflow",
-                "rollback.yml",
-                "--records",
-            ])
-            .arg(&records)
-            .arg("--from")
-            .arg(&artifact);
-        c.ok().stderr()
+            .ok()
+            .stderr()
     };
     let stderr = collect();
     let text = fs_err::read_to_string(records.join("automated.jsonl")).unwrap();
@@ -790,34 +797,19 @@ fn collect_without_a_token_still_collects_local_records() {
     let records: PathBuf = tmp.path().join("records");
     fs_err::create_dir_all(&records).unwrap();
     fs_err::write(records.join("automated.jsonl"), "not json\n").unwrap();
-    let artifact = tmp.path().join("artifact");
-    fs_err::create_dir_all(&artifact).unwrap();
     let rec = json!({"task": "config", "method": "automated", "started": "2026-05-28T21:00:00Z",
         "finished": "2026-05-28T21:00:04Z", "outcome": "success", "source": {"command": "wms deploy config"}});
-    fs_err::write(artifact.join("automated.jsonl"), format!("{rec}\n")).unwrap();
-    let c = wms(tmp.path())
-        .env("GITHUB_API_URL", api.url())
-        .args([
-            "compare",
-            "collect",
-            "--repo",
-            REPO,
-            "--workflow",
-            "deploy.yml",
-            "--records",
-        ])
-        .arg(&records)
-        .arg("--from")
-        .arg(&artifact);
-    let stderr = c.ok().stderr();
-    assert!(stderr.contains("no token"), "{stderr}");
-    assert!(
-        stderr.contains("GitHub Actions API part was skipped"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("automated.jsonl:1: skipped a broken timing record"),
-        "{stderr}"
+    let artifact = artifact_with(tmp.path(), &rec);
+    let stderr = collect(tmp.path(), &api, &["deploy.yml"], &records, &artifact)
+        .ok()
+        .stderr();
+    assert_contains_all(
+        &stderr,
+        &[
+            "no token",
+            "GitHub Actions API part was skipped",
+            "automated.jsonl:1: skipped a broken timing record",
+        ],
     );
     assert!(api.requests().is_empty());
     let text = fs_err::read_to_string(records.join("automated.jsonl")).unwrap();
@@ -854,27 +846,12 @@ fn collect_with_a_bad_token_fails_in_one_line_and_keeps_the_imports() {
     seed_run(&api, 1, 0, "success");
     let tmp = tempfile::tempdir().unwrap();
     let records = tmp.path().join("records");
-    let artifact = tmp.path().join("artifact");
-    fs_err::create_dir_all(&artifact).unwrap();
     let rec = json!({"task": "cleanup", "method": "automated", "started": "2026-05-28T21:00:00Z",
         "finished": "2026-05-28T21:00:02Z", "outcome": "success", "source": {"command": "wms deploy cleanup"}});
-    fs_err::write(artifact.join("automated.jsonl"), format!("{rec}\n")).unwrap();
-    let c = wms(tmp.path())
-        .env("GITHUB_API_URL", api.url())
+    let artifact = artifact_with(tmp.path(), &rec);
+    let out = collect(tmp.path(), &api, &["deploy.yml"], &records, &artifact)
         .env("GITHUB_TOKEN", "not-a-token")
-        .args([
-            "compare",
-            "collect",
-            "--repo",
-            REPO,
-            "--workflow",
-            "deploy.yml",
-            "--records",
-        ])
-        .arg(&records)
-        .arg("--from")
-        .arg(&artifact);
-    let out = c.fails(1);
+        .fails(1);
     let stderr = out.stderr();
     assert_eq!(stderr.trim().lines().count(), 1, "{out}");
     assert!(

@@ -178,6 +178,21 @@ impl Sandbox {
         self.git(repo, &["add", "-A"]);
         self.git(repo, &["commit", "-q", "-m", message]);
     }
+
+    /// [`Sandbox::repo`] with `files` photos in data/images, not tracked yet.
+    pub fn repo_with_photos(&self, name: &str, files: usize) -> PathBuf {
+        let repo = self.repo(name);
+        write_dataset(&repo.join("data/images"), files);
+        repo
+    }
+
+    /// [`Sandbox::repo_with_photos`], data/images added by dvc and committed.
+    pub fn repo_with_images(&self, name: &str, files: usize) -> PathBuf {
+        let repo = self.repo_with_photos(name, files);
+        self.dvc(&repo, &["add", "-q", "data/images"]);
+        self.commit_all(&repo, "data");
+        repo
+    }
 }
 
 /// Runs one signed S3 call against moto (test credentials, path-style addressing).
@@ -250,8 +265,7 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn dvc_push_then_wms_pull_reproduces_the_files_byte_for_byte() {
     let sb = Sandbox::new("dvc2wms");
-    let a = sb.repo("a");
-    write_dataset(&a.join("data/images"), 40);
+    let a = sb.repo_with_photos("a", 40);
     fs_err::write(a.join("data/labels.csv"), "stem,reading\nf000,00123\n").unwrap();
     sb.dvc(&a, &["add", "-q", "data/images"]);
     sb.dvc(&a, &["add", "-q", "data/labels.csv"]);
@@ -289,14 +303,12 @@ fn dvc_push_then_wms_pull_reproduces_the_files_byte_for_byte() {
 #[test]
 fn wms_add_and_push_then_dvc_pull_is_clean() {
     let sb = Sandbox::new("wms2dvc");
-    let a = sb.repo("a");
-    write_dataset(&a.join("data/images"), 30);
+    let a = sb.repo_with_photos("a", 30);
     fs_err::write(a.join("data/.gitignore"), "/scratch").unwrap();
     sb.wms(&a, &["data", "add", "data/images"]).ok();
 
     // The same directory added by dvc in a twin repository gives identical bytes.
-    let twin = sb.repo("twin");
-    write_dataset(&twin.join("data/images"), 30);
+    let twin = sb.repo_with_photos("twin", 30);
     fs_err::write(twin.join("data/.gitignore"), "/scratch").unwrap();
     sb.dvc(&twin, &["add", "-q", "data/images"]);
     for f in ["data/images.dvc", "data/.gitignore"] {
@@ -349,10 +361,7 @@ fn cache_inodes(repo: &Path) -> BTreeMap<String, u64> {
 #[test]
 fn an_interrupted_pull_resumes_without_downloading_finished_objects() {
     let sb = Sandbox::new("resume");
-    let a = sb.repo("a");
-    write_dataset(&a.join("data/images"), 20);
-    sb.dvc(&a, &["add", "-q", "data/images"]);
-    sb.commit_all(&a, "data");
+    let a = sb.repo_with_images("a", 20);
     sb.dvc(&a, &["push", "-q"]);
     let total = tree(&a.join(".dvc/cache")).len(); // 24 file objects + 1 manifest
 
@@ -380,19 +389,13 @@ fn an_interrupted_pull_resumes_without_downloading_finished_objects() {
         assert_eq!(second.get(k), Some(ino), "{k} was downloaded again");
     }
     assert_eq!(tree(&b.join("data/images")), tree(&a.join("data/images")));
-    assert!(
-        !tree(&b).keys().any(|k| k.contains(".wms-tmp-")),
-        "temp files left behind"
-    );
+    assert_no_temp_files(&b);
 }
 
 #[test]
 fn a_corrupted_remote_object_is_reported_by_name_and_never_written() {
     let sb = Sandbox::new("corrupt");
-    let a = sb.repo("a");
-    write_dataset(&a.join("data/images"), 6);
-    sb.dvc(&a, &["add", "-q", "data/images"]);
-    sb.commit_all(&a, "data");
+    let a = sb.repo_with_images("a", 6);
     sb.wms(&a, &["data", "push"]).ok();
 
     // Replace the object of data/images/f003.bin in the bucket with other bytes.
@@ -424,10 +427,17 @@ fn a_corrupted_remote_object_is_reported_by_name_and_never_written() {
         !b.join(format!(".dvc/cache/files/md5/{}/{}", &md5[..2], &md5[2..]))
             .exists()
     );
-    assert!(
-        !tree(&b).keys().any(|k| k.contains(".wms-tmp-")),
-        "temp files left behind"
-    );
+    assert_no_temp_files(&b);
+}
+
+/// A download's temp files (`.wms-tmp-*`) are gone from `dir`, whatever became of the download.
+#[track_caller]
+fn assert_no_temp_files(dir: &Path) {
+    let left: Vec<String> = tree(dir)
+        .into_keys()
+        .filter(|k| k.contains(".wms-tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
 }
 
 /// A loopback port where nobody should knock: connections queue in the backlog unaccepted, and

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use reqwest::blocking::RequestBuilder;
 use serde_json::{Value, json};
 
 use crate::servers;
@@ -21,28 +22,29 @@ fn unique(prefix: &str) -> String {
 }
 
 fn api_get(path: &str, query: &[(&str, &str)]) -> Value {
-    let url = format!("{}/api/2.0/mlflow/{path}", servers::mlflow().url);
-    let resp = reqwest::blocking::Client::new()
-        .get(&url)
-        .query(query)
-        .send()
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().unwrap();
-    assert!(status.is_success(), "GET {url} {query:?}: {status} {body}");
-    body
+    api(reqwest::Method::GET, path, |r| r.query(query))
 }
 
 fn api_post(path: &str, body: &Value) -> Value {
+    api(reqwest::Method::POST, path, |r| r.json(body))
+}
+
+/// `method` on the MLflow REST API `path`, the request finished by `with`; the JSON answer of a
+/// success.
+fn api(
+    method: reqwest::Method,
+    path: &str,
+    with: impl FnOnce(RequestBuilder) -> RequestBuilder,
+) -> Value {
     let url = format!("{}/api/2.0/mlflow/{path}", servers::mlflow().url);
-    let resp = reqwest::blocking::Client::new()
-        .post(&url)
-        .json(body)
-        .send()
+    let request = with(reqwest::blocking::Client::new().request(method, &url))
+        .build()
         .unwrap();
+    let shown = format!("{} {}", request.method(), request.url());
+    let resp = reqwest::blocking::Client::new().execute(request).unwrap();
     let status = resp.status();
     let answer: Value = resp.json().unwrap();
-    assert!(status.is_success(), "POST {url}: {status} {answer}");
+    assert!(status.is_success(), "{shown}: {status} {answer}");
     answer
 }
 

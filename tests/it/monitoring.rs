@@ -284,20 +284,29 @@ scrape_configs:
     )
 }
 
-/// An instant query; panics on an API error, returns the result vector.
-fn query(client: &reqwest::blocking::Client, prom: &str, expr: &str) -> Vec<Value> {
+/// `GET prom/api/v1/{path}` with `query`: the answer's `data`; panics on an API error.
+fn prom_api(
+    client: &reqwest::blocking::Client,
+    prom: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Value {
+    let url = format!("{prom}/api/v1/{path}");
     let resp: Value = client
-        .get(format!("{prom}/api/v1/query"))
-        .query(&[("query", expr)])
+        .get(&url)
+        .query(query)
         .send()
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(resp["status"], "success", "query {expr}: {resp}");
-    resp["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    assert_eq!(resp["status"], "success", "{url} {query:?}: {resp}");
+    resp["data"].clone()
+}
+
+/// An instant query; panics on an API error, returns the result vector.
+fn query(client: &reqwest::blocking::Client, prom: &str, expr: &str) -> Vec<Value> {
+    let data = prom_api(client, prom, "query", &[("query", expr)]);
+    data["result"].as_array().cloned().unwrap_or_default()
 }
 
 fn label_values(
@@ -306,18 +315,8 @@ fn label_values(
     label: &str,
     selector: &str,
 ) -> Vec<String> {
-    let resp: Value = client
-        .get(format!("{prom}/api/v1/label/{label}/values"))
-        .query(&[("match[]", selector)])
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(
-        resp["status"], "success",
-        "label {label} of {selector}: {resp}"
-    );
-    resp["data"]
+    let path = format!("label/{label}/values");
+    prom_api(client, prom, &path, &[("match[]", selector)])
         .as_array()
         .unwrap()
         .iter()
@@ -558,13 +557,8 @@ fn prometheus_scraping_a_loaded_wms_serve_answers_every_dashboard_query_and_reco
         }
     }
     // And with traffic on the promoted version and no errors, no alert is firing.
-    let resp: Value = client
-        .get(format!("{}/api/v1/alerts", prom.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let firing: Vec<&Value> = resp["data"]["alerts"]
+    let alerts = prom_api(&client, &prom.url, "alerts", &[]);
+    let firing: Vec<&Value> = alerts["alerts"]
         .as_array()
         .unwrap()
         .iter()

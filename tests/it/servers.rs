@@ -55,22 +55,25 @@ pub fn mlflow() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         start("mlflow", "/health", |port, dir| {
-            let bin = util::python().with_file_name("mlflow");
-            vec![
-                bin.display().to_string(),
-                "server".into(),
-                "--host".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                port.to_string(),
-                "--workers".into(),
-                "1".into(),
-                "--backend-store-uri".into(),
-                format!("sqlite:///{}/mlflow.db", dir.display()),
-                "--serve-artifacts".into(),
-                "--artifacts-destination".into(),
-                dir.join("artifacts").display().to_string(),
-            ]
+            let store = format!("sqlite:///{}/mlflow.db", dir.display());
+            let artifacts = dir.join("artifacts").display().to_string();
+            venv_argv(
+                "mlflow",
+                &[
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    &store,
+                    "--serve-artifacts",
+                    "--artifacts-destination",
+                    &artifacts,
+                ],
+            )
         })
     })
 }
@@ -80,16 +83,17 @@ pub fn moto() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         start("moto", "/moto-api/", |port, _dir| {
-            let bin = util::python().with_file_name("moto_server");
-            vec![
-                bin.display().to_string(),
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ]
+            venv_argv("moto_server", &["-H", "127.0.0.1", "-p", &port.to_string()])
         })
     })
+}
+
+/// The command line of `tool`, a console script of the project venv, with `args`.
+fn venv_argv(tool: &str, args: &[&str]) -> Vec<String> {
+    let bin = util::python().with_file_name(tool);
+    std::iter::once(bin.display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect()
 }
 
 /// User and password of the test registry (htpasswd auth, bcrypt, as production registries).
@@ -361,31 +365,11 @@ impl GitSmartHttp {
         token: Option<&str>,
         log: &std::sync::Mutex<Vec<(String, String)>>,
     ) -> std::io::Result<()> {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let mut reader = BufReader::new(conn.try_clone()?);
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line)?;
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let mut body = vec![0; header("content-length").map_or(0, |v| v.parse().unwrap())];
-        reader.read_exact(&mut body)?;
-        let request_line = request_line.trim().to_string();
+        use std::io::Write;
+        let request = HttpRequest::read(&conn)?;
+        let header = |name: &str| request.header(name).map(str::to_string);
+        let body = &request.body;
+        let request_line = request.line.clone();
         log.lock().unwrap().push((
             request_line.clone(),
             header("user-agent").unwrap_or_default(),
@@ -415,7 +399,7 @@ impl GitSmartHttp {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        cgi.stdin.take().unwrap().write_all(&body)?;
+        cgi.stdin.take().unwrap().write_all(body)?;
         let out = cgi.wait_with_output()?;
         // CGI output: header lines, a blank line, the body; `Status:` sets the status.
         let split = out
@@ -455,4 +439,86 @@ impl GitSmartHttp {
     pub fn requests(&self) -> Vec<(String, String)> {
         self.log.lock().unwrap().clone()
     }
+}
+
+/// One HTTP/1.1 request as the test servers here read it.
+pub struct HttpRequest {
+    /// `GET /path?query HTTP/1.1`, without the line end.
+    pub line: String,
+    /// Header names lower-cased, values trimmed.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// Reads one request from `conn`: its line, headers and a `Content-Length` body.
+    pub fn read(conn: &TcpStream) -> std::io::Result<HttpRequest> {
+        use std::io::{BufRead, BufReader};
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut headers = Vec::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header.trim_end().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let mut request = HttpRequest {
+            line: line.trim().to_string(),
+            headers,
+            body: Vec::new(),
+        };
+        let length = request
+            .header("content-length")
+            .map_or(0, |v| v.parse().unwrap_or(0));
+        request.body = vec![0; length];
+        reader.read_exact(&mut request.body)?;
+        Ok(request)
+    }
+
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The request target: path and query.
+    pub fn target(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or("/")
+    }
+}
+
+/// A one-endpoint HTTP server on a loopback port, for a service the tests do not run (GitHub's
+/// OIDC token endpoint, release downloads): `answer` gives each request's status line
+/// (`"200 OK"`), content type and body; every answer closes its connection. It serves on a thread
+/// until the test process exits. Returns `http://127.0.0.1:PORT`.
+pub fn http_stub(
+    answer: impl Fn(&HttpRequest) -> (&'static str, &'static str, Vec<u8>) + Send + 'static,
+) -> String {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let Ok(request) = HttpRequest::read(&conn) else {
+                continue;
+            };
+            let (status, content_type, body) = answer(&request);
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn
+                .write_all(head.as_bytes())
+                .and_then(|()| conn.write_all(&body));
+        }
+    });
+    format!("http://127.0.0.1:{port}")
 }

@@ -9,8 +9,6 @@
 //! self-contained, down to `setup` refusing a download whose checksum does not match.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -803,42 +801,18 @@ fn published_action_trees_match_actions_and_are_self_contained() {
 /// A release server on 127.0.0.1 that answers `GET /<owner>/<repo>/releases/download/<tag>/<asset>`
 /// from a folder with 200 or 404, as github.com's release downloads do after their redirect.
 fn release_server(dir: PathBuf) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let path = request.split(' ').nth(1).unwrap_or("/").to_string();
-            let file = dir.join(path.trim_start_matches('/'));
-            let body = if path.contains("..") {
-                None
-            } else {
-                std::fs::read(&file).ok()
-            };
-            let (status, body) = match body {
-                Some(b) => ("200 OK", b),
-                None => ("404 Not Found", b"Not Found".to_vec()),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
+    crate::servers::http_stub(move |request| {
+        let path = request.target().to_string();
+        let body = if path.contains("..") {
+            None
+        } else {
+            std::fs::read(dir.join(path.trim_start_matches('/'))).ok()
+        };
+        match body {
+            Some(b) => ("200 OK", "application/octet-stream", b),
+            None => ("404 Not Found", "text/plain", b"Not Found".to_vec()),
         }
-    });
-    format!("http://127.0.0.1:{port}")
+    })
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -909,15 +883,20 @@ fn published_setup_installs_only_checksum_verified_release_binaries() {
         (out, dir)
     };
 
+    // A refused install fails saying why, and installs nothing.
+    let refused = |label: &str, why: &str| {
+        let (o, dir) = install(label);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(
+            !dir.join(format!("cache/{v}-{arch}-unknown-linux-gnu/bin/wms"))
+                .exists()
+        );
+    };
+
     // No checksum line yet (a fresh checksums.txt): nothing is downloaded or built.
-    let (o, dir) = install("unlisted");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(stderr.contains("no verified release asset"), "{stderr}");
-    assert!(
-        !dir.join(format!("cache/{v}-{arch}-unknown-linux-gnu/bin/wms"))
-            .exists()
-    );
+    refused("unlisted", "no verified release asset");
 
     // The committed checksum matches: installed, on PATH, the outputs set.
     let checksums = setup.join("checksums.txt");
@@ -954,14 +933,7 @@ fn published_setup_installs_only_checksum_verified_release_binaries() {
     // The server now hands out other bytes under the same name (a replaced release asset).
     let evil = asset(tmp.path(), &format!("evil-{name}"), "tampered");
     fs_err::write(release_dir.join(&name), &evil).unwrap();
-    let (o, dir) = install("tampered");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(stderr.contains("does not match its sha256"), "{stderr}");
-    assert!(
-        !dir.join(format!("cache/{v}-{arch}-unknown-linux-gnu/bin/wms"))
-            .exists()
-    );
+    refused("tampered", "does not match its sha256");
 }
 
 /// The monorepo's cache key names the version; an immutable ref keys on it, anything else on the

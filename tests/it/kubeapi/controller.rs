@@ -33,55 +33,39 @@ pub fn default_object(s: &mut Store, r: &Resource, obj: &mut Value) {
                 .entry("labels")
                 .or_insert_with(|| json!({}));
             labels["kubernetes.io/metadata.name"] = json!(name);
-            if obj["spec"]["finalizers"].is_null() {
-                obj["spec"]["finalizers"] = json!(["kubernetes"]);
-            }
-            if obj["status"]["phase"].is_null() {
-                obj["status"]["phase"] = json!("Active");
-            }
+            fill_missing(&mut obj["spec"], [("finalizers", json!(["kubernetes"]))]);
+            fill_missing(&mut obj["status"], [("phase", json!("Active"))]);
         }
         "services" => {
             let spec = &mut obj["spec"];
-            if spec["type"].is_null() {
-                spec["type"] = json!("ClusterIP");
-            }
+            fill_missing(spec, [("type", json!("ClusterIP"))]);
             if spec["type"] != "ExternalName" && spec["clusterIP"].is_null() {
                 s.next_ip += 1;
                 let ip = format!("10.96.{}.{}", s.next_ip / 250, s.next_ip % 250 + 2);
                 spec["clusterIP"] = json!(ip);
                 spec["clusterIPs"] = json!([ip]);
             }
-            if spec["sessionAffinity"].is_null() {
-                spec["sessionAffinity"] = json!("None");
-            }
-            for p in spec
-                .get_mut("ports")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if p["protocol"].is_null() {
-                    p["protocol"] = json!("TCP");
-                }
-                if p["targetPort"].is_null() {
-                    p["targetPort"] = p["port"].clone();
-                }
+            fill_missing(spec, [("sessionAffinity", json!("None"))]);
+            for p in elements_mut(spec, "ports") {
+                let port = p["port"].clone();
+                fill_missing(p, [("protocol", json!("TCP")), ("targetPort", port)]);
             }
         }
         "deployments" => {
             let spec = &mut obj["spec"];
-            if spec["replicas"].is_null() {
-                spec["replicas"] = json!(1);
-            }
-            if spec["strategy"].is_null() {
-                spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
-            }
-            if spec["revisionHistoryLimit"].is_null() {
-                spec["revisionHistoryLimit"] = json!(10);
-            }
-            if spec["progressDeadlineSeconds"].is_null() {
-                spec["progressDeadlineSeconds"] = json!(600);
-            }
+            let rolling = json!({"maxUnavailable": "25%", "maxSurge": "25%"});
+            fill_missing(
+                spec,
+                [
+                    ("replicas", json!(1)),
+                    (
+                        "strategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": rolling}),
+                    ),
+                    ("revisionHistoryLimit", json!(10)),
+                    ("progressDeadlineSeconds", json!(600)),
+                ],
+            );
             pod_spec_defaults(&mut spec["template"]["spec"]);
         }
         "replicasets" => pod_spec_defaults(&mut obj["spec"]["template"]["spec"]),
@@ -90,43 +74,49 @@ pub fn default_object(s: &mut Store, r: &Resource, obj: &mut Value) {
     }
 }
 
+/// Sets each field of `obj` that is absent (or null) to its default, as the API server's
+/// defaulting does; fields a client set stay as they are.
+fn fill_missing<const N: usize>(obj: &mut Value, defaults: [(&str, Value); N]) {
+    for (k, v) in defaults {
+        if obj[k].is_null() {
+            obj[k] = v;
+        }
+    }
+}
+
+/// The elements of the array `v[key]`; none when it is absent.
+fn elements_mut<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
+    v.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+}
+
 fn pod_spec_defaults(spec: &mut Value) {
     if !spec.is_object() {
         return;
     }
-    for (k, v) in [
-        ("restartPolicy", json!("Always")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("securityContext", json!({})),
-    ] {
-        if spec[k].is_null() {
-            spec[k] = v;
+    fill_missing(
+        spec,
+        [
+            ("restartPolicy", json!("Always")),
+            ("terminationGracePeriodSeconds", json!(30)),
+            ("dnsPolicy", json!("ClusterFirst")),
+            ("schedulerName", json!("default-scheduler")),
+            ("securityContext", json!({})),
+        ],
+    );
+    for c in elements_mut(spec, "containers") {
+        for p in elements_mut(c, "ports") {
+            fill_missing(p, [("protocol", json!("TCP"))]);
         }
-    }
-    for c in spec
-        .get_mut("containers")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        for p in c
-            .get_mut("ports")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if p["protocol"].is_null() {
-                p["protocol"] = json!("TCP");
-            }
-        }
-        if c["terminationMessagePath"].is_null() {
-            c["terminationMessagePath"] = json!("/dev/termination-log");
-        }
-        if c["terminationMessagePolicy"].is_null() {
-            c["terminationMessagePolicy"] = json!("File");
-        }
+        fill_missing(
+            c,
+            [
+                ("terminationMessagePath", json!("/dev/termination-log")),
+                ("terminationMessagePolicy", json!("File")),
+            ],
+        );
         if c["imagePullPolicy"].is_null() {
             let image = c["image"].as_str().unwrap_or("");
             let last = image.rsplit('/').next().unwrap_or("");
@@ -767,10 +757,7 @@ fn sync_pods(s: &mut Store, rs: &Value, want: i64) {
     for _ in have..want {
         let rs_name = name_of(rs);
         let tmpl = &rs["spec"]["template"];
-        let containers: Vec<Value> = tmpl["spec"]["containers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let containers = containers_of(&tmpl["spec"]);
         let statuses: Vec<Value> = containers
             .iter()
             .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "restartCount": 0, "started": false,
@@ -804,12 +791,7 @@ fn sync_pods(s: &mut Store, rs: &Value, want: i64) {
         if born.elapsed() < s.ready_after {
             continue;
         }
-        let images: Vec<String> = p["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["image"].as_str().map(str::to_string))
-            .collect();
+        let images = each_container(&p, "image");
         let outcome = s.outcome_for(&ns, &images);
         s.pod_outcome.insert(uid, outcome);
         let ip = s.next_pod_ip();
@@ -839,14 +821,8 @@ fn settle_pod(p: &Value, outcome: Outcome, ip: &str) -> Value {
         }
         c
     };
-    let containers: Vec<Value> = p["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let names: Vec<String> = containers
-        .iter()
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect();
+    let containers = containers_of(&p["spec"]);
+    let names = each_container(p, "name");
     if outcome == Outcome::Unschedulable {
         pod["status"] = json!({"phase": "Pending", "qosClass": "Burstable", "conditions": [cond(
             "PodScheduled", false, Some("Unschedulable"),
@@ -1057,6 +1033,33 @@ fn no_endpoints(name: &str) -> ApiError {
     )
 }
 
+/// `field` (e.g. `name`, `image`) of each of a pod's containers, in order.
+pub(super) fn each_container(pod: &Value, field: &str) -> Vec<String> {
+    containers_of(&pod["spec"])
+        .iter()
+        .filter_map(|c| c[field].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A pod spec's containers (none when it has none).
+fn containers_of(pod_spec: &Value) -> Vec<Value> {
+    pod_spec["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The port number of the entry named `name` (`""` for an unnamed one) in an EndpointSlice's or
+/// Endpoints subset's `ports`.
+fn named_port(ports: &Value, name: &str) -> Option<i64> {
+    ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str().unwrap_or("") == name)
+        .and_then(|p| p["port"].as_i64())
+}
+
 /// Where the service proxy sends a request for `ns/name:port`: the backend the test registered
 /// for a ready endpoint of the service (its own pods, or pods its EndpointSlices name).
 pub fn proxy_backend(s: &Store, ns: &str, name: &str, port: &str) -> Result<SocketAddr, ApiError> {
@@ -1122,13 +1125,9 @@ pub fn proxy_backend(s: &Store, ns: &str, name: &str, port: &str) -> Result<Sock
         if slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str() != Some(name) {
             continue;
         }
-        let p = slice["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-            .and_then(|p| p["port"].as_i64());
-        let Some(p) = p else { continue };
+        let Some(p) = named_port(&slice["ports"], port_name) else {
+            continue;
+        };
         for ep in slice["endpoints"].as_array().into_iter().flatten() {
             if ep["conditions"]["ready"] == json!(false) {
                 continue;
@@ -1140,13 +1139,9 @@ pub fn proxy_backend(s: &Store, ns: &str, name: &str, port: &str) -> Result<Sock
     }
     if let Some(ep) = s.get(rid("", "endpoints"), ns, name) {
         for subset in ep["subsets"].as_array().into_iter().flatten() {
-            let p = subset["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-                .and_then(|p| p["port"].as_i64());
-            let Some(p) = p else { continue };
+            let Some(p) = named_port(&subset["ports"], port_name) else {
+                continue;
+            };
             for a in subset["addresses"].as_array().into_iter().flatten() {
                 addrs.push((a["ip"].as_str().unwrap_or("").to_string(), p));
             }

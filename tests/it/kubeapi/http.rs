@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use super::controller::each_container;
 use super::merge::{self, Applied};
 use super::resources::{self, RESOURCES, Resource};
 use super::store::{
@@ -737,16 +738,54 @@ fn check_name_ns(r: &Resource, body: &Value, ns: &str, name: &str) -> Result<(),
     Ok(())
 }
 
-fn create(ctx: &Ctx, t: &Target) -> Result<(u16, Value), ApiError> {
+/// The object `name` of `t` as stored; the real server's NotFound when there is none.
+fn stored(s: &Store, t: &Target, name: &str) -> Result<Value, ApiError> {
+    s.get(t.res, &t.ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&RESOURCES[t.res], name))
+}
+
+/// The body of a create (`name` empty) or update of `t`: a JSON object of the resource's kind
+/// whose name and namespace agree with the URL's.
+fn object_body(ctx: &Ctx, t: &Target, name: &str) -> Result<Value, ApiError> {
     let r = &RESOURCES[t.res];
-    let mut body = ctx.body_value()?;
+    let body = ctx.body_value()?;
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "the object provided is unrecognized or malformed: not a JSON object",
         ));
     }
     check_body_type(r, &body)?;
-    check_name_ns(r, &body, &t.ns, "")?;
+    check_name_ns(r, &body, &t.ns, name)?;
+    Ok(body)
+}
+
+/// Records `new`'s managed fields as the request's manager's (`subresource` as the real server
+/// names it) and commits it over `old`.
+fn record_and_commit(
+    ctx: &Ctx,
+    s: &mut Store,
+    t: &Target,
+    old: &Value,
+    mut new: Value,
+    subresource: Option<&str>,
+) -> Value {
+    let r = &RESOURCES[t.res];
+    merge::record_update(
+        Some(old),
+        &mut new,
+        &ctx.update_manager(),
+        &r.api_version(),
+        r.status,
+        subresource,
+        &now_rfc3339(),
+    );
+    commit(s, t.res, old, new, subresource, ctx.dry_run())
+}
+
+fn create(ctx: &Ctx, t: &Target) -> Result<(u16, Value), ApiError> {
+    let r = &RESOURCES[t.res];
+    let mut body = object_body(ctx, t, "")?;
     let mut s = ctx.shared.lock();
     let name = match body["metadata"]["name"].as_str().filter(|n| !n.is_empty()) {
         Some(n) => n.to_string(),
@@ -855,7 +894,8 @@ fn commit(
         _ => {}
     }
     controller::default_object(s, r, &mut new);
-    if r.generation && sub.is_none() {
+    // Writes of the spec (the object, or its scale) move the generation; status writes do not.
+    if r.generation && sub != Some("status") {
         let spec_of = |v: &Value| {
             let mut v = v.clone();
             if let Some(m) = v.as_object_mut() {
@@ -902,19 +942,9 @@ fn commit(
 
 fn update(ctx: &Ctx, t: &Target, name: &str) -> Result<(u16, Value), ApiError> {
     let r = &RESOURCES[t.res];
-    let mut body = ctx.body_value()?;
-    if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the object provided is unrecognized or malformed: not a JSON object",
-        ));
-    }
-    check_body_type(r, &body)?;
-    check_name_ns(r, &body, &t.ns, name)?;
+    let mut body = object_body(ctx, t, name)?;
     let mut s = ctx.shared.lock();
-    let old = s
-        .get(t.res, &t.ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(r, name))?;
+    let old = stored(&s, t, name)?;
     let want_rv = body["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or("")
@@ -934,16 +964,7 @@ fn update(ctx: &Ctx, t: &Target, name: &str) -> Result<(u16, Value), ApiError> {
     if body["metadata"]["managedFields"].is_null() {
         body["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
     }
-    merge::record_update(
-        Some(&old),
-        &mut body,
-        &ctx.update_manager(),
-        &r.api_version(),
-        r.status,
-        sub,
-        &now_rfc3339(),
-    );
-    let v = commit(&mut s, t.res, &old, body, sub, ctx.dry_run());
+    let v = record_and_commit(ctx, &mut s, t, &old, body, sub);
     Ok((200, v))
 }
 
@@ -968,10 +989,7 @@ fn patch(ctx: &Ctx, t: &Target, name: &str) -> Result<(u16, Value), ApiError> {
     }
     let body = ctx.body_value()?;
     let mut s = ctx.shared.lock();
-    let old = s
-        .get(t.res, &t.ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(r, name))?;
+    let old = stored(&s, t, name)?;
     let mut new = old.clone();
     match ct.as_str() {
         "application/merge-patch+json" => merge::merge_patch(&mut new, &body),
@@ -1008,16 +1026,7 @@ fn patch(ctx: &Ctx, t: &Target, name: &str) -> Result<(u16, Value), ApiError> {
         )));
     }
     let sub = t.sub.as_deref();
-    merge::record_update(
-        Some(&old),
-        &mut new,
-        &ctx.update_manager(),
-        &r.api_version(),
-        r.status,
-        sub,
-        &now_rfc3339(),
-    );
-    let v = commit(&mut s, t.res, &old, new, sub, ctx.dry_run());
+    let v = record_and_commit(ctx, &mut s, t, &old, new, sub);
     Ok((200, v))
 }
 
@@ -1151,10 +1160,7 @@ fn scale_write(ctx: &Ctx, t: &Target, name: &str) -> Result<(u16, Value), ApiErr
     let r = &RESOURCES[t.res];
     let body = ctx.body_value()?;
     let mut s = ctx.shared.lock();
-    let old = s
-        .get(t.res, &t.ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(r, name))?;
+    let old = stored(&s, t, name)?;
     let mut view = scale_view(&old);
     if ctx.method == Method::PUT {
         let want = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
@@ -1192,51 +1198,29 @@ fn scale_write(ctx: &Ctx, t: &Target, name: &str) -> Result<(u16, Value), ApiErr
     }
     let mut new = old.clone();
     new["spec"]["replicas"] = json!(replicas);
-    merge::record_update(
-        Some(&old),
-        &mut new,
-        &ctx.update_manager(),
-        &r.api_version(),
-        r.status,
-        Some("scale"),
-        &now_rfc3339(),
-    );
-    let v = commit(&mut s, t.res, &old, new, None, ctx.dry_run());
+    let v = record_and_commit(ctx, &mut s, t, &old, new, Some("scale"));
     Ok((200, scale_view(&v)))
 }
 
 fn delete(ctx: &Ctx, t: &Target, name: &str) -> Result<Value, ApiError> {
-    let r = &RESOURCES[t.res];
     let opts = ctx.body_value().unwrap_or(Value::Null);
     let mut s = ctx.shared.lock();
-    let old = s
-        .get(t.res, &t.ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(r, name))?;
-    let pre = &opts["preconditions"];
-    if let Some(uid) = pre["uid"].as_str()
-        && Some(uid) != old["metadata"]["uid"].as_str()
-    {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                old["metadata"]["uid"].as_str().unwrap_or("")
-            ),
-        ));
-    }
-    if let Some(rv) = pre["resourceVersion"].as_str()
-        && Some(rv) != old["metadata"]["resourceVersion"].as_str()
-    {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                old["metadata"]["resourceVersion"].as_str().unwrap_or("")
-            ),
-        ));
+    let old = stored(&s, t, name)?;
+    // DeleteOptions.preconditions, each compared with the stored object's metadata.
+    for (field, shown) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        let have = old["metadata"][field].as_str();
+        if let Some(want) = opts["preconditions"][field].as_str()
+            && Some(want) != have
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Precondition failed: {shown} in precondition: {want}, {shown} in object meta: {}",
+                    have.unwrap_or("")
+                ),
+            ));
+        }
     }
     if ctx.dry_run() {
         return Ok(old);
@@ -1277,12 +1261,7 @@ fn logs(ctx: &Ctx, ns: &str, name: &str) -> Result<Response, ApiError> {
     let pod = s
         .get(resources::id("", "pods"), ns, name)
         .ok_or_else(|| ApiError::not_found(pods, name))?;
-    let containers: Vec<String> = pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect();
+    let containers = each_container(pod, "name");
     let container = match ctx.q("container").filter(|c| !c.is_empty()) {
         Some(c) => {
             if !containers.iter().any(|x| x == c) {
@@ -1338,12 +1317,7 @@ fn logs(ctx: &Ctx, ns: &str, name: &str) -> Result<Response, ApiError> {
         };
         return Err(ApiError::bad_request(msg));
     }
-    let images: Vec<String> = pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["image"].as_str().map(str::to_string))
-        .collect();
+    let images = each_container(pod, "image");
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
     let outcome = s.pod_outcome.get(uid).copied().unwrap_or(s.default_outcome);
     let mut lines = s.logs_for(ns, &images, outcome);

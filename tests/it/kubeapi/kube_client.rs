@@ -39,6 +39,17 @@ fn api_status(e: kube::Error) -> (u16, String) {
     }
 }
 
+/// Server-side apply of the Deployment `web` running `image`, with `params` (the field manager).
+async fn apply_web(
+    deployments: &Api<Deployment>,
+    params: PatchParams,
+    image: &str,
+) -> kube::Result<Deployment> {
+    deployments
+        .patch("web", &params, &Patch::Apply(&deployment(image)))
+        .await
+}
+
 fn deployment(image: &str) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "m1"},
@@ -70,12 +81,7 @@ async fn kube_rs_applies_watches_reads_logs_and_sees_conflicts() {
         .expect("apply namespace");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "m1");
-    let applied = deployments
-        .patch(
-            "web",
-            &PatchParams::apply("wms"),
-            &Patch::Apply(&deployment("r/web@sha256:aa")),
-        )
+    let applied = apply_web(&deployments, PatchParams::apply("wms"), "r/web@sha256:aa")
         .await
         .expect("apply deployment");
     let rv = applied.metadata.resource_version.clone().unwrap();
@@ -120,12 +126,7 @@ async fn kube_rs_applies_watches_reads_logs_and_sees_conflicts() {
         .expect("logs");
     assert_eq!(logs, "b\nc\n");
 
-    let conflict = deployments
-        .patch(
-            "web",
-            &PatchParams::apply("other"),
-            &Patch::Apply(&deployment("r/web@sha256:bb")),
-        )
+    let conflict = apply_web(&deployments, PatchParams::apply("other"), "r/web@sha256:bb")
         .await
         .unwrap_err();
     let (code, message) = api_status(conflict);
@@ -134,12 +135,8 @@ async fn kube_rs_applies_watches_reads_logs_and_sees_conflicts() {
         message,
         "Apply failed with 1 conflict: conflict with \"wms\": .spec.template.spec.containers[name=\"serve\"].image"
     );
-    deployments
-        .patch(
-            "web",
-            &PatchParams::apply("other").force(),
-            &Patch::Apply(&deployment("r/web@sha256:bb")),
-        )
+    let forced = PatchParams::apply("other").force();
+    apply_web(&deployments, forced, "r/web@sha256:bb")
         .await
         .expect("forced apply");
 

@@ -117,6 +117,27 @@ pub fn fieldset(obj: &Value, status_sub: bool, strict: bool) -> Result<BTreeSet<
     Ok(out)
 }
 
+/// [`visit`] each non-null field of an object, as `f:<name>` below `prefix`.
+fn visit_fields(
+    m: &serde_json::Map<String, Value>,
+    names: &mut Vec<String>,
+    prefix: &mut Path,
+    out: &mut BTreeSet<Path>,
+    strict: bool,
+) -> Result<(), String> {
+    for (k, child) in m {
+        if child.is_null() {
+            continue;
+        }
+        names.push(k.clone());
+        prefix.push(format!("f:{k}"));
+        visit(child, names, prefix, out, strict)?;
+        prefix.pop();
+        names.pop();
+    }
+    Ok(())
+}
+
 fn visit(
     v: &Value,
     names: &mut Vec<String>,
@@ -126,16 +147,7 @@ fn visit(
 ) -> Result<(), String> {
     match v {
         Value::Object(m) if !m.is_empty() && !atomic_map(names) => {
-            for (k, child) in m {
-                if child.is_null() {
-                    continue;
-                }
-                names.push(k.clone());
-                prefix.push(format!("f:{k}"));
-                visit(child, names, prefix, out, strict)?;
-                prefix.pop();
-                names.pop();
-            }
+            visit_fields(m, names, prefix, out, strict)?;
         }
         Value::Array(items) => match list_kind(names) {
             ListKind::Keyed(keys) => {
@@ -162,16 +174,7 @@ fn visit(
                     prefix.push(elem);
                     out.insert(prefix.clone());
                     if let Some(m) = item.as_object() {
-                        for (k, child) in m {
-                            if child.is_null() {
-                                continue;
-                            }
-                            names.push(k.clone());
-                            prefix.push(format!("f:{k}"));
-                            visit(child, names, prefix, out, strict)?;
-                            prefix.pop();
-                            names.pop();
-                        }
+                        visit_fields(m, names, prefix, out, strict)?;
                     }
                     prefix.pop();
                 }
@@ -303,10 +306,7 @@ fn merge_map(live: &mut Value, applied: &Value, names: &mut Vec<String>) {
     let Some(am) = applied.as_object() else {
         return;
     };
-    if !live.is_object() {
-        *live = json!({});
-    }
-    let lm = live.as_object_mut().expect("object");
+    let lm = object_mut(live);
     for (k, av) in am {
         if av.is_null() {
             continue;
@@ -667,16 +667,21 @@ pub fn record_update(
     write_managers(new, &managers);
 }
 
+/// `v`'s fields, after replacing `v` with `{}` when it is not an object.
+fn object_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !v.is_object() {
+        *v = json!({});
+    }
+    v.as_object_mut().expect("object")
+}
+
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Some(pm) = patch.as_object() else {
         *target = patch.clone();
         return;
     };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let tm = target.as_object_mut().expect("object");
+    let tm = object_mut(target);
     for (k, pv) in pm {
         if pv.is_null() {
             tm.remove(k);
@@ -724,10 +729,7 @@ fn smp(target: &mut Value, patch: &Value, names: &mut Vec<String>) {
         *target = strip_directives(patch);
         return;
     }
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let tm = target.as_object_mut().expect("object");
+    let tm = object_mut(target);
     for (k, pv) in pm {
         if k.starts_with("$setElementOrder/") || k == "$retainKeys" || k == "$patch" {
             continue;

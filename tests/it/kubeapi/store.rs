@@ -30,7 +30,8 @@ impl ApiError {
         }
     }
 
-    fn with(mut self, res: &Resource, name: &str) -> Self {
+    /// A failure about the object `name` of `res`, with the `details` the real server adds.
+    fn about(res: &Resource, name: &str, code: u16, reason: &'static str, message: String) -> Self {
         let mut d = json!({"kind": res.plural});
         if !name.is_empty() {
             d["name"] = json!(name);
@@ -38,38 +39,28 @@ impl ApiError {
         if !res.group.is_empty() {
             d["group"] = json!(res.group);
         }
-        self.details = Some(d);
-        self
+        ApiError {
+            details: Some(d),
+            ..ApiError::new(code, reason, message)
+        }
     }
 
     pub fn not_found(res: &Resource, name: &str) -> Self {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", res.qualified()),
-        )
-        .with(res, name)
+        let message = format!("{} \"{name}\" not found", res.qualified());
+        ApiError::about(res, name, 404, "NotFound", message)
     }
 
     pub fn already_exists(res: &Resource, name: &str) -> Self {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", res.qualified()),
-        )
-        .with(res, name)
+        let message = format!("{} \"{name}\" already exists", res.qualified());
+        ApiError::about(res, name, 409, "AlreadyExists", message)
     }
 
     pub fn modified(res: &Resource, name: &str) -> Self {
-        ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                res.qualified()
-            ),
-        )
-        .with(res, name)
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            res.qualified()
+        );
+        ApiError::about(res, name, 409, "Conflict", message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -77,12 +68,8 @@ impl ApiError {
     }
 
     pub fn invalid(res: &Resource, name: &str, causes: &str) -> Self {
-        ApiError::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {causes}", res.kind),
-        )
-        .with(res, name)
+        let message = format!("{} \"{name}\" is invalid: {causes}", res.kind);
+        ApiError::about(res, name, 422, "Invalid", message)
     }
 
     pub fn unsupported_media(accepted: &str) -> Self {
@@ -436,7 +423,7 @@ impl Store {
             "{subject}: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
             self.user, res.group
         );
-        Some(ApiError::new(403, "Forbidden", message).with(res, name))
+        Some(ApiError::about(res, name, 403, "Forbidden", message))
     }
 }
 
