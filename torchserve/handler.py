@@ -11,8 +11,13 @@ never assumed:
         -> median blur (median_kernel, edge-replicated) per channel on uint8(x * 255) (truncated)
         -> /255 -> CHW float32
 
-The response for each request is a PNG mask (0 / 255) at the photo's size; a request whose
-`Accept` asks for JSON gets `{"mask_base64", "metadata": {...}}` like `wms-serve`.
+The response for each request is a PNG mask (0 / 255) at the photo's size, as `wms-serve`
+answers by default. A form field `size=model` (`curl -F data=@photo.jpg -F size=model`) asks for
+the network's input size instead, as `wms-serve`'s `?size=model` or the same field does:
+TorchServe 0.12's frontend hands a request's form fields to the handler but drops the query of
+`/predictions/{model}` (it passes the query only on SageMaker's `/invocations`), so
+`?size=model` never reaches this handler. A request whose `Accept` asks for JSON gets
+`{"mask_base64", "metadata": {...}}` like `wms-serve`.
 
 Needs `onnxruntime`, `numpy` and `Pillow` in TorchServe's Python (see requirements.txt in the
 archive). `wms-serve` is the supported server; this handler exists for users who keep TorchServe.
@@ -71,15 +76,39 @@ def decode_image(data, pre):
 
 
 def mask_png(logits_1hw, size):
-    """Logits -> PNG of the foreground mask (sigmoid > 0.5, i.e. logit > 0) at `size`."""
+    """Logits -> (PNG of the foreground mask (sigmoid > 0.5, i.e. logit > 0) at `size`, or at
+    the network's size when `size` is None; the mask's (width, height))."""
     from PIL import Image
 
     mask = Image.fromarray(np.where(logits_1hw[0] > 0.0, 255, 0).astype(np.uint8), mode="L")
-    if mask.size != size:
+    if size is not None and mask.size != size:
         mask = mask.resize(size, Image.NEAREST)
     buf = io.BytesIO()
     mask.save(buf, format="PNG")
-    return buf.getvalue()
+    return buf.getvalue(), mask.size
+
+
+class BadRequest(Exception):
+    """A request the handler refuses; TorchServe answers it with `code` (see `_refuse`)."""
+
+    def __init__(self, message, code=400):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def wants_model_size(row):
+    """A `size` field of `model` -> True; absent, empty or `original` -> False (the photo's
+    size, the default, as `wms-serve`). TorchServe passes each form field (and the query of
+    `/invocations`) as a key of the request's row, as bytes (or str when decoded)."""
+    value = row.get("size")
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    if value in (None, "", "original"):
+        return False
+    if value == "model":
+        return True
+    raise BadRequest(f"size={value[:40]!r}; expected size=original or size=model")
 
 
 class WaterMetersHandler:
@@ -116,38 +145,74 @@ class WaterMetersHandler:
             body = row.get("data") or row.get("body") or row.get("image") or row.get("file")
             if isinstance(body, str):
                 body = base64.b64decode(body)
+            if body is None:
+                raise BadRequest("no image in the request; hint: send the photo as the body")
+            model_size = wants_model_size(row)
             chw, size = decode_image(bytes(body), self.pre)
             images.append(chw)
-            sizes.append(size)
+            sizes.append(None if model_size else size)
             accepts.append(self._accept(context, i))
         logits = self.inference(np.stack(images, axis=0))
         latency_ms = (time.perf_counter() - started) * 1000.0
+        input_size = [int(self.pre["input_width"]), int(self.pre["input_height"])]
         out = []
         for i, (l, size, accept) in enumerate(zip(logits, sizes, accepts)):
-            png = mask_png(l, size)
+            png, mask_size = mask_png(l, size)
             if "application/json" in accept:
+                self._content_type(context, i, "application/json")
                 out.append({
                     "mask_base64": base64.b64encode(png).decode("ascii"),
                     "metadata": {
+                        "model_name": self.metadata.get("model_name", ""),
                         "model_version": self.metadata.get("version", ""),
                         "latency_ms": latency_ms,
-                        "input_size": self.metadata.get("input_size", ""),
+                        "input_size": input_size,
+                        "mask_size": list(mask_size),
                         "coverage": float((l[0] > 0.0).mean()),
                     },
                 })
             else:
+                self._content_type(context, i, "image/png")
                 out.append(png)
         return out
 
     @staticmethod
     def _accept(context, i):
+        """The request's `Accept`, whatever its spelling: TorchServe keeps the client's header
+        names as sent, and HTTP/2 clients or hyper (`reqwest`) send them in lower case."""
+        try:
+            headers = context.get_all_request_header(i) or {}
+            for name, value in headers.items():
+                if isinstance(name, str) and name.lower() == "accept" and isinstance(value, str):
+                    return value
+            return ""
+        except AttributeError:  # test doubles with get_request_header only
+            pass
         try:
             return context.get_request_header(i, "Accept") or ""
         except Exception:  # older TorchServe contexts or test doubles without headers
             return ""
 
+    @staticmethod
+    def _content_type(context, i, value):
+        """Says what the answer is (TorchServe sends no content type of its own for bytes)."""
+        try:
+            context.set_response_content_type(i, value)
+        except Exception:  # test doubles without response headers
+            pass
+
 
 _service = WaterMetersHandler()
+
+
+def _refuse(error):
+    """TorchServe's own exception for an answer with a status code (`ts.utils.util`); a plain
+    exception outside TorchServe (the tests call `handle` directly)."""
+    try:
+        from ts.utils.util import PredictionException
+    except ImportError:
+        return error
+    return PredictionException(error.message, error.code)
 
 
 def handle(data, context):
@@ -156,4 +221,7 @@ def handle(data, context):
         _service.initialize(context)
     if data is None:
         return None
-    return _service.handle(data, context)
+    try:
+        return _service.handle(data, context)
+    except BadRequest as e:
+        raise _refuse(e) from e

@@ -194,10 +194,12 @@ def main():
                "--metrics-address", f"http://127.0.0.1:{px}",
                "--batch-size", a.batch_size, "--max-batch-delay", a.max_batch_delay]
 
+        # `?size=model`: the mask at the network's size, as the reference answers, so both sides
+        # do the same work (wms-serve's default is the photo's size).
         def url():
             models = json.load(urllib.request.urlopen(f"http://127.0.0.1:{pm}/models"))
-            return f"http://127.0.0.1:{pi}/predictions/{models['models'][0]['modelName']}"
-        return cmd, f"http://127.0.0.1:{pi}/predict", url
+            return f"http://127.0.0.1:{pi}/predictions/{models['models'][0]['modelName']}?size=model"
+        return cmd, f"http://127.0.0.1:{pi}/predict?size=model", url
 
     wms_cmd, wms_predict, wms_url = wms_server(a.model)
     if a.model_int8:

@@ -21,7 +21,8 @@ import urllib.parse
 class Client:
     def __init__(self, url):
         u = urllib.parse.urlsplit(url)
-        self.host, self.port, self.path = u.hostname, u.port, u.path or "/"
+        self.host, self.port = u.hostname, u.port
+        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         self.conn = None
 
     def post(self, body):

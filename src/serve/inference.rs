@@ -33,8 +33,12 @@ pub fn app(state: SharedState) -> Router {
         .route("/", get(index))
         .route("/ping", get(ping))
         .route("/health", get(ping))
-        .route("/predictions/{model}", post(predictions))
-        .route("/predictions/{model}/{version}", post(predictions_version))
+        // PUT as TorchServe takes it too: its docs' `curl -T photo.jpg URL` uploads with PUT.
+        .route("/predictions/{model}", post(predictions).put(predictions))
+        .route(
+            "/predictions/{model}/{version}",
+            post(predictions_version).put(predictions_version),
+        )
         .route("/predict", post(predict_alias))
         .fallback(not_found)
         // We read bodies ourselves under max_request_size, so errors are JSON.
@@ -231,10 +235,10 @@ async fn predict_response(
     if !state.is_ready() {
         return Err(ApiError::NotReady);
     }
-    let original = wants_original(req.uri().query())?;
+    let mut model_size = wants_model_size(req.uri().query())?;
     let json = force_json || wants_json(req.headers());
     let limits = &state.limits;
-    let bytes = tokio::time::timeout(
+    let (bytes, size_field) = tokio::time::timeout(
         limits.body_read_timeout,
         read_image(req, limits.max_request_size),
     )
@@ -242,6 +246,10 @@ async fn predict_response(
     .map_err(|_| ApiError::BodyTimeout {
         seconds: limits.body_read_timeout.as_secs(),
     })??;
+    // A form's `size` field overrides the query's.
+    if let Some(v) = size_field {
+        model_size = size_is_model(&String::from_utf8_lossy(&v))?;
+    }
 
     // Admission before decode: the header gives the decode's cost, which is reserved from the
     // budget before a pixel is allocated (issue 11).
@@ -289,7 +297,7 @@ async fn predict_response(
 
     let inferred = arrived.elapsed();
     let engine = model.engine.clone();
-    let size = original.then_some((prepared.width, prepared.height));
+    let size = (!model_size).then_some((prepared.width, prepared.height));
     let brightness = prepared.brightness;
     // A mask at the photo's size and its PNG: about two bytes per pixel.
     let reservation = match size {
@@ -402,28 +410,40 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/json"))
 }
 
-/// `?size=original` (photo's size) or `?size=model` (the default).
-fn wants_original(query: Option<&str>) -> Result<bool, ApiError> {
-    let mut original = false;
+/// Whether the mask is wanted at the network's input size: `?size=model`. The default (and
+/// `?size=original`) is the photo's size, what a client overlays on the photo and what
+/// TorchServe serving our `.mar` answers (`torchserve/handler.py`).
+fn wants_model_size(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut model_size = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == "size" {
-            original = match v {
-                "original" => true,
-                "model" | "" => false,
-                other => {
-                    return Err(ApiError::BadQuery {
-                        detail: format!("size={other}; expected size=original or size=model"),
-                    });
-                }
-            };
+            model_size = size_is_model(v)?;
         }
     }
-    Ok(original)
+    Ok(model_size)
 }
 
-/// The image bytes: the raw body, or the image field of a multipart form.
-async fn read_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// One `size` value, from the query or a form field: `model` or `original` (empty: the
+/// default, `original`).
+fn size_is_model(value: &str) -> Result<bool, ApiError> {
+    match value {
+        "model" => Ok(true),
+        "original" | "" => Ok(false),
+        other => Err(ApiError::BadQuery {
+            detail: format!(
+                "size={}; expected size=original or size=model",
+                // A form field can be long: the start is enough to recognise it.
+                crate::untrusted::text::for_log(&other.chars().take(40).collect::<String>())
+            ),
+        }),
+    }
+}
+
+/// The image bytes: the raw body, or the image field of a multipart form with its `size` field
+/// if it has one (TorchServe hands form fields to the handler but drops the query of
+/// `/predictions`, so a form field is how a client asks both servers for `size=model`).
+async fn read_image(req: Request, limit: usize) -> Result<(Bytes, Option<Bytes>), ApiError> {
     let too_large = ApiError::BodyTooLarge { limit };
     let declared = req
         .headers()
@@ -449,7 +469,7 @@ async fn read_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         }
     })?;
     if !is_multipart {
-        return Ok(bytes);
+        return Ok((bytes, None));
     }
     let req = Request::from_parts(parts, Body::from(bytes));
     let mut multipart =
@@ -459,6 +479,7 @@ async fn read_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
                 detail: e.body_text(),
             })?;
     let mut chosen: Option<(usize, Bytes)> = None;
+    let mut size = None;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
@@ -469,6 +490,7 @@ async fn read_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
                 });
             }
         };
+        let is_size = field.name() == Some("size");
         let rank = field
             .name()
             .and_then(|n| IMAGE_FIELDS.iter().position(|f| *f == n))
@@ -476,13 +498,18 @@ async fn read_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         let data = field.bytes().await.map_err(|e| ApiError::BadMultipart {
             detail: e.body_text(),
         })?;
+        if is_size {
+            size = Some(data);
+            continue;
+        }
         if let Some(rank) = rank
             && chosen.as_ref().is_none_or(|(r, _)| rank < *r)
         {
             chosen = Some((rank, data));
         }
     }
-    chosen.map(|(_, b)| b).ok_or(ApiError::MissingImageField)
+    let image = chosen.map(|(_, b)| b).ok_or(ApiError::MissingImageField)?;
+    Ok((image, size))
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -502,10 +529,14 @@ mod tests {
 
     #[test]
     fn size_query() {
-        assert!(!wants_original(None).unwrap());
-        assert!(wants_original(Some("size=original")).unwrap());
-        assert!(!wants_original(Some("a=b&size=model")).unwrap());
-        assert!(wants_original(Some("size=huge")).is_err());
+        assert!(!wants_model_size(None).unwrap());
+        assert!(!wants_model_size(Some("size=original")).unwrap());
+        assert!(!wants_model_size(Some("size=")).unwrap());
+        assert!(wants_model_size(Some("a=b&size=model")).unwrap());
+        assert!(wants_model_size(Some("size=huge")).is_err());
+        assert!(size_is_model("model").unwrap());
+        assert!(!size_is_model("original").unwrap());
+        assert!(size_is_model("Model").is_err());
     }
 
     #[test]

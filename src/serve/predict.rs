@@ -262,14 +262,15 @@ pub struct Prediction {
     pub coverage: f64,
 }
 
-/// Thresholds logits at the model's input size; `original` resizes the mask (nearest
-/// neighbour, so it stays binary) to the photo's size.
-pub fn postprocess(logits: &[f32], info: &ModelInfo, original: Option<(u32, u32)>) -> Prediction {
+/// Thresholds logits at the model's input size and resizes the mask (nearest neighbour, as
+/// Pillow's `NEAREST`, so it stays binary and `torchserve/handler.py` gives the same pixels) to
+/// `photo_size`: the photo's size by default, `None` for `?size=model`.
+pub fn postprocess(logits: &[f32], info: &ModelInfo, photo_size: Option<(u32, u32)>) -> Prediction {
     let (w, h) = info.input_size();
     let mask = mask_from_logits(logits, w, h);
     let fg = mask.as_raw().iter().filter(|&&v| v > 0).count();
     let coverage = fg as f64 / mask.as_raw().len().max(1) as f64;
-    let mask = match original {
+    let mask = match photo_size {
         Some((ow, oh)) if (ow, oh) != (w, h) => preprocess::resize_nearest_gray(&mask, ow, oh),
         _ => mask,
     };

@@ -228,7 +228,10 @@ fn skopeo_and_umoci_read_the_image_and_its_entrypoint_serves_the_model() {
     let served = image::load_from_memory(&fs_err::read(&mask_path).unwrap())
         .unwrap()
         .to_luma8();
-    assert_eq!(served, in_process_mask(&model_path, &photo));
+    // wms-serve answers at the photo's size by default.
+    let want =
+        wms::data::preprocess::resize_nearest_gray(&in_process_mask(&model_path, &photo), 320, 240);
+    assert_eq!(served, want);
 }
 
 /// The image's entrypoint in a chroot, in a network namespace of its own; the test reaches it

@@ -191,7 +191,8 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
         "fixture should give a mixed mask, got {fg} foreground pixels"
     );
 
-    // PNG by default, at the model's size.
+    // PNG by default, at the photo's size (what TorchServe serving our .mar answers too).
+    let photo_sized = wms::data::preprocess::resize_nearest_gray(&expected, 640, 480);
     let resp = app
         .clone()
         .oneshot(post("/predictions/meters", photo_bytes.clone()))
@@ -203,13 +204,40 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
     let served = image::load_from_memory(&body_bytes(resp).await)
         .unwrap()
         .to_luma8();
-    assert_eq!(served.dimensions(), (INPUT_W, INPUT_H));
+    assert_eq!(served.dimensions(), (640, 480));
     assert!(
-        served == expected,
+        served == photo_sized,
         "served mask differs from the in-process mask"
     );
 
-    // JSON with Accept, versioned route, photo-sized mask.
+    // PUT, as TorchServe's documented `curl -T photo.jpg URL` sends it: the same answer.
+    let req = Request::put("/predictions/meters")
+        .body(Body::from(photo_bytes.clone()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let served = image::load_from_memory(&body_bytes(resp).await)
+        .unwrap()
+        .to_luma8();
+    assert!(served == photo_sized, "PUT answered another mask");
+
+    // `?size=model`: the network's own output size, the in-process mask itself.
+    let resp = app
+        .clone()
+        .oneshot(post("/predictions/meters?size=model", photo_bytes.clone()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let served = image::load_from_memory(&body_bytes(resp).await)
+        .unwrap()
+        .to_luma8();
+    assert_eq!(served.dimensions(), (INPUT_W, INPUT_H));
+    assert!(
+        served == expected,
+        "served mask at the model's size differs from the in-process mask"
+    );
+
+    // JSON with Accept, versioned route, the photo's size asked for by name.
     let req = Request::post("/predictions/meters/2.1?size=original")
         .header(header::ACCEPT, "application/json")
         .body(Body::from(photo_bytes.clone()))
@@ -243,35 +271,73 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
     let png = base64::engine::general_purpose::STANDARD
         .decode(v["mask_base64"].as_str().unwrap())
         .unwrap();
+    assert_eq!(meta["mask_size"], serde_json::json!([640, 480]));
     let big = image::load_from_memory(&png).unwrap().to_luma8();
     assert_eq!(big.dimensions(), (640, 480));
-    assert_eq!(
-        big,
-        wms::data::preprocess::resize_nearest_gray(&expected, 640, 480)
+    assert!(
+        big == photo_sized,
+        "JSON mask differs from the in-process mask"
     );
 
     // Upstream alias: multipart field `file`, JSON answer.
-    let boundary = "XyZ";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&photo_bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let req = Request::post("/predict")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(Body::from(body))
+    let resp = app
+        .clone()
+        .oneshot(form_request("/predict", &[("file", &photo_bytes)]))
+        .await
         .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let v = json(resp).await;
     let png = base64::engine::general_purpose::STANDARD
         .decode(v["mask_base64"].as_str().unwrap())
         .unwrap();
-    assert!(image::load_from_memory(&png).unwrap().to_luma8() == expected);
+    assert!(image::load_from_memory(&png).unwrap().to_luma8() == photo_sized);
+
+    // A form's `size` field, as TorchServe's handler reads it (TorchServe drops the query):
+    // `size=model` gives the network's size even against the query, anything else is a 400.
+    for (size, want) in [("model", Some(&expected)), ("huge", None)] {
+        let fields: &[(&str, &[u8])] = &[("data", &photo_bytes), ("size", size.as_bytes())];
+        let req = form_request("/predictions/meters?size=original", fields);
+        let resp = app.clone().oneshot(req).await.unwrap();
+        match want {
+            Some(want) => {
+                assert_eq!(resp.status(), StatusCode::OK);
+                let got = image::load_from_memory(&body_bytes(resp).await)
+                    .unwrap()
+                    .to_luma8();
+                assert!(&got == want, "size=model form field");
+            }
+            None => assert_eq!(resp.status(), StatusCode::BAD_REQUEST),
+        }
+    }
+}
+
+/// A `multipart/form-data` POST of `fields`; the image fields (`file`, `data`) as files.
+fn form_request(uri: &str, fields: &[(&str, &[u8])]) -> Request<Body> {
+    let boundary = "XyZ";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let file = if matches!(*name, "file" | "data") {
+            "; filename=\"m.jpg\"\r\nContent-Type: image/jpeg"
+        } else {
+            ""
+        };
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Request::post(uri)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -283,7 +349,7 @@ async fn exif_orientation_is_honoured() {
     // A 64×32 JPEG tagged "rotate 90° CW" (orientation 6) is a 32×64 photo.
     let plain = jpeg(64, 32);
     let tagged = with_exif_orientation(&plain, 6);
-    let req = Request::post("/predictions/meters?size=original")
+    let req = Request::post("/predictions/meters")
         .body(Body::from(tagged))
         .unwrap();
     let resp = app.oneshot(req).await.unwrap();
@@ -701,7 +767,11 @@ async fn sixteen_concurrent_clients_are_batched_without_errors() {
     assert_eq!(all.len(), 64);
     let statuses: Vec<u16> = all.iter().map(|(s, _)| *s).collect();
     assert!(statuses.iter().all(|&s| s == 200), "statuses: {statuses:?}");
-    let want = in_process_mask(&server.model, &photo);
+    let want = wms::data::preprocess::resize_nearest_gray(
+        &in_process_mask(&server.model, &photo),
+        320,
+        240,
+    );
     for (_, png) in &all {
         let got = image::load_from_memory(png).unwrap().to_luma8();
         assert!(
