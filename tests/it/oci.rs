@@ -5,15 +5,13 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use image::{GrayImage, ImageFormat, Rgb, RgbImage};
-use wms::data::preprocess::PreprocessSpec;
-use wms::model::ModelSpec;
 use wms::serve::engine::Engine;
 
-use crate::util;
+use crate::util::{TestCommand, TestOutput, wms};
 
 const INPUT_W: u32 = 96;
 const INPUT_H: u32 = 64;
@@ -21,23 +19,7 @@ const EPOCH: &str = "1700000000";
 
 /// A tiny random U-Net exported by the library's exporter, as `version`.
 pub(crate) fn model(dir: &Path, version: &str) -> PathBuf {
-    let spec = ModelSpec {
-        base_filters: 4,
-        ..ModelSpec::default()
-    };
-    let mut ckpt = wms::onnx::fixtures::random_checkpoint(spec, 11);
-    ckpt.meta.model_name = "meters".into();
-    ckpt.meta.preprocessing = PreprocessSpec {
-        input_width: INPUT_W,
-        input_height: INPUT_H,
-        ..PreprocessSpec::default()
-    };
-    let opts = wms::onnx::ExportOptions {
-        version: version.into(),
-    };
-    let path = dir.join("model.onnx");
-    fs_err::write(&path, wms::onnx::export(&ckpt, &opts).unwrap()).unwrap();
-    path
+    crate::util::small_model(&dir.join("model.onnx"), 11, (INPUT_W, INPUT_H), version)
 }
 
 /// A wms-serve that does not link libtorch: `make test` builds one without the `train` feature
@@ -56,39 +38,92 @@ pub(crate) fn serve_binary() -> PathBuf {
 }
 
 fn build(cwd: &Path, model: &Path, layout: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = util::bin("wms")
-        .current_dir(cwd)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
+    let out = build_image(cwd, model)
         // A layer cache per directory, so two directories share nothing but their inputs.
         .env("WMS_CACHE_DIR", cwd.join("cache"))
-        .arg("build-image")
-        .arg("--model")
-        .arg(model)
-        .arg("--serve-binary")
-        .arg(serve_binary())
         .arg("--oci-layout")
         .arg(layout)
         .args(["--base", "scratch"])
         .args(["--tag", "127.0.0.1:5000/meters:v1"])
         .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+        .ok();
+    last_json(&out)
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+/// A program that is not ours, checked like ours (see [`TestCommand::external`]).
+fn external(program: &str) -> TestCommand {
+    TestCommand::external(program)
+}
+
+/// The last line of a command's stdout as JSON: what `wms build-image` prints about the image.
+#[track_caller]
+fn last_json(out: &TestOutput) -> serde_json::Value {
+    let stdout = out.stdout();
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e})\n{out}"))
+}
+
+/// The `digest` that [`last_json`] names.
+#[track_caller]
+fn printed_digest(out: &TestOutput) -> String {
+    last_json(out)["digest"].as_str().unwrap().to_string()
+}
+
+/// `wms build-image` of `model` run in `dir` (also its HOME, so no Docker config of the
+/// machine), dated [`EPOCH`], with the test's wms-serve.
+fn build_image(dir: &Path, model: &Path) -> TestCommand {
+    wms()
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("HOME", dir)
+        .arg("build-image")
+        .arg("--model")
+        .arg(model)
+        .arg("--serve-binary")
+        .arg(serve_binary())
+}
+
+/// A [`build_image`] logged in to the test registry as its user with `password` on stdin
+/// (`--insecure`: plain HTTP on loopback); finishing it checks that the password shows nowhere.
+struct LoggedIn {
+    cmd: TestCommand,
+    password: String,
+}
+
+fn logged_in(dir: &Path, model: &Path, password: &str) -> LoggedIn {
+    let cmd = build_image(dir, model)
+        .args(["--insecure", "--username"])
+        .arg(crate::servers::REGISTRY_USER)
+        .arg("--password-stdin")
+        .stdin(format!("{password}\n"));
+    LoggedIn {
+        cmd,
+        password: password.to_string(),
+    }
+}
+
+impl LoggedIn {
+    fn args(mut self, args: &[&str]) -> Self {
+        self.cmd = self.cmd.args(args);
+        self
+    }
+
+    #[track_caller]
+    fn ok(self) -> TestOutput {
+        kept_secret(self.cmd.ok(), &self.password)
+    }
+
+    #[track_caller]
+    fn fails(self, code: u8) -> TestOutput {
+        kept_secret(self.cmd.fails(code), &self.password)
+    }
+}
+
+#[track_caller]
+fn kept_secret(out: TestOutput, password: &str) -> TestOutput {
     assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        !out.stdout().contains(password) && !out.stderr().contains(password),
+        "the password was printed\n{out}"
     );
     out
 }
@@ -155,15 +190,14 @@ fn bad_inputs_are_one_line_errors() {
         ),
     ];
     for (args, want) in cases {
-        let out = util::bin("wms")
+        let out = wms()
             .current_dir(dir.path())
             .arg("build-image")
             .args(args)
             .args(["--oci-layout", "oci", "--base", "scratch"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}");
+            .run();
+        let err = out.stderr();
+        assert!(!out.status().success(), "{args:?}\n{out}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
@@ -181,21 +215,31 @@ fn skopeo_and_umoci_read_the_image_and_its_entrypoint_serves_the_model() {
     let digest = built["digest"].as_str().unwrap();
     let image = format!("oci:{}:v1", layout.display());
 
-    let raw = run(Command::new("skopeo").args(["inspect", "--raw", &image])).stdout;
+    let raw = external("skopeo")
+        .args(["inspect", "--raw", &image])
+        .ok()
+        .output
+        .stdout;
     assert_eq!(wms::oci::blob::sha256_digest(&raw), digest);
-    let info: serde_json::Value =
-        serde_json::from_slice(&run(Command::new("skopeo").args(["inspect", &image])).stdout)
-            .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(
+        &external("skopeo")
+            .args(["inspect", &image])
+            .ok()
+            .output
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(info["Labels"]["io.wms.model.name"], "meters");
     assert_eq!(info["Labels"]["org.opencontainers.image.version"], "3");
     assert_eq!(info["Created"], "2023-11-14T22:13:20Z");
     assert_eq!(info["Architecture"], "amd64");
 
     let bundle = dir.path().join("bundle");
-    run(Command::new("umoci")
+    external("umoci")
         .args(["unpack", "--image"])
         .arg(format!("{}:v1", layout.display()))
-        .arg(&bundle));
+        .arg(&bundle)
+        .ok();
     let spec: serde_json::Value =
         serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
     let process = &spec["process"];
@@ -334,39 +378,21 @@ fn in_process_mask(model: &Path, photo_bytes: &[u8]) -> GrayImage {
     wms::serve::engine::mask_from_logits(&logits, INPUT_W, INPUT_H)
 }
 
-fn push(dir: &Path, model: &Path, tags: &[String], password: &str) -> (Output, String, String) {
-    let mut cmd = util::bin("wms");
-    cmd.current_dir(dir)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("HOME", dir)
-        .args(["build-image", "--push", "--insecure", "--username"])
-        .arg(crate::servers::REGISTRY_USER)
-        .arg("--password-stdin")
-        .args(["--base", "scratch"])
-        .arg("--model")
-        .arg(model)
-        .arg("--serve-binary")
-        .arg(serve_binary())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+/// `host:port` of the shared test registry (htpasswd auth, plain HTTP on loopback).
+fn registry_host() -> &'static str {
+    crate::servers::registry()
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+}
+
+/// `wms build-image --push` of `model` on a scratch base to `tags`, logged in with `password`.
+fn push(dir: &Path, model: &Path, tags: &[String], password: &str) -> LoggedIn {
+    let mut cmd = logged_in(dir, model, password).args(&["--push", "--base", "scratch"]);
     for t in tags {
-        cmd.args(["--tag", t]);
+        cmd = cmd.args(&["--tag", t.as_str()]);
     }
-    let mut child = cmd.spawn().unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{password}\n").as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !stdout.contains(password) && !stderr.contains(password),
-        "{stdout}{stderr}"
-    );
-    (out, stdout, stderr)
+    cmd
 }
 
 fn pushed(stdout: &str) -> serde_json::Value {
@@ -395,24 +421,19 @@ fn skopeo_digest(image: &str) -> Option<String> {
 /// version uploads the model layer and the config only.
 #[test]
 fn push_to_a_registry_with_auth_mounts_across_repositories_and_reuploads_only_the_model() {
-    let registry = crate::servers::registry();
-    let host = registry.url.trim_start_matches("http://");
+    let host = registry_host();
     let dir = tempfile::tempdir().unwrap();
     let tags = [
         format!("{host}/meters-push:v1"),
         format!("{host}/meters-mirror:v1"),
     ];
     let password = crate::servers::REGISTRY_PASSWORD;
-    let (out, stdout, stderr) = push(dir.path(), &model(dir.path(), "1"), &tags, password);
-    assert!(out.status.success(), "{stderr}");
+    let out = push(dir.path(), &model(dir.path(), "1"), &tags, password).ok();
+    let stdout = out.stdout();
     let report = pushed(&stdout);
     let count = |k: &str| report[k].as_array().unwrap().len();
     assert_eq!((count("uploaded"), count("mounted")), (4, 4), "{report}");
-    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
-        ["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = printed_digest(&out);
     for t in &tags {
         assert_eq!(
             skopeo_digest(&format!("docker://{t}")).as_deref(),
@@ -422,7 +443,7 @@ fn push_to_a_registry_with_auth_mounts_across_repositories_and_reuploads_only_th
     // skopeo copies it back out of the registry byte for byte: same manifest digest.
     let copy = dir.path().join("copied");
     let creds = format!("{}:{password}", crate::servers::REGISTRY_USER);
-    run(Command::new("skopeo")
+    external("skopeo")
         .args([
             "copy",
             "--quiet",
@@ -431,25 +452,37 @@ fn push_to_a_registry_with_auth_mounts_across_repositories_and_reuploads_only_th
             &creds,
         ])
         .arg(format!("docker://{}", tags[0]))
-        .arg(format!("oci:{}:v1", copy.display())));
-    let raw = run(Command::new("skopeo")
+        .arg(format!("oci:{}:v1", copy.display()))
+        .ok();
+    let raw = external("skopeo")
         .arg("inspect")
         .arg("--raw")
-        .arg(format!("oci:{}:v1", copy.display())))
-    .stdout;
+        .arg(format!("oci:{}:v1", copy.display()))
+        .ok()
+        .output
+        .stdout;
     assert_eq!(wms::oci::blob::sha256_digest(&raw), digest);
 
-    let (out, stdout, stderr) = push(dir.path(), &model(dir.path(), "2"), &tags[..1], password);
-    assert!(out.status.success(), "{stderr}");
+    let out = push(dir.path(), &model(dir.path(), "2"), &tags[..1], password).ok();
+    let stdout = out.stdout();
     let report = pushed(&stdout);
     let count = |k: &str| report[k].as_array().unwrap().len();
     assert_eq!((count("uploaded"), count("existing")), (2, 2), "{report}");
 }
 
-/// A push refused for its credentials: exit 1, one line naming the registry and the credential
-/// sources tried (the password itself never shows: [`push`] checks), no manifest under `tag`.
-fn assert_refused(out: &Output, stderr: &str, host: &str, tag: &str) {
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+/// A push of a model to `tag` with a wrong `password` is refused for its credentials: exit 1,
+/// one line naming the registry `host` and the credential sources tried (the password itself
+/// never shows: [`LoggedIn`] checks), no manifest under `tag`.
+#[track_caller]
+fn assert_refused(dir: &Path, password: &str, host: &str, tag: &str) {
+    let out = push(
+        dir,
+        &model(dir, "1"),
+        std::slice::from_ref(&tag.to_string()),
+        password,
+    )
+    .fails(1);
+    let stderr = out.stderr();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(host) && stderr.contains("--username/--password-stdin"),
@@ -460,27 +493,18 @@ fn assert_refused(out: &Output, stderr: &str, host: &str, tag: &str) {
 
 #[test]
 fn a_wrong_password_is_one_line_naming_the_registry_and_no_manifest_is_pushed() {
-    let registry = crate::servers::registry();
-    let host = registry.url.trim_start_matches("http://");
+    let host = registry_host();
     let dir = tempfile::tempdir().unwrap();
     let tag = format!("{host}/meters-denied:v1");
-    let (out, _, stderr) = push(
-        dir.path(),
-        &model(dir.path(), "1"),
-        std::slice::from_ref(&tag),
-        "wrong-pw-77",
-    );
-    assert_refused(&out, &stderr, host, &tag);
+    assert_refused(dir.path(), "wrong-pw-77", host, &tag);
 
-    let out = util::bin("wms")
+    let out = wms()
         .current_dir(dir.path())
         .args(["build-image", "--push", "--insecure", "--base", "scratch"])
         .args(["--model", "m.onnx"])
         .args(["--tag", "registry.example.com/meters:v1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plain HTTP is only allowed"));
+        .fails(2);
+    assert!(out.stderr().contains("plain HTTP is only allowed"), "{out}");
 }
 
 // Registry bases (#12): a base image made inside the test and pushed to the test registry with
@@ -647,35 +671,8 @@ fn layer_roles(built: &serde_json::Value) -> Vec<&str> {
 }
 
 /// `wms build-image` with the test registry's credentials on stdin and `extra` flags.
-fn build_with_login(dir: &Path, model: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let mut cmd = util::bin("wms");
-    cmd.current_dir(dir)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("HOME", dir)
-        .args(["build-image", "--insecure", "--username"])
-        .arg(crate::servers::REGISTRY_USER)
-        .arg("--password-stdin")
-        .arg("--model")
-        .arg(model)
-        .arg("--serve-binary")
-        .arg(serve_binary())
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        format!("{}\n", crate::servers::REGISTRY_PASSWORD).as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let json = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_default();
-    (out, json)
+fn build_with_login(dir: &Path, model: &Path, extra: &[&str]) -> LoggedIn {
+    logged_in(dir, model, crate::servers::REGISTRY_PASSWORD).args(extra)
 }
 
 /// A Docker v2 base on the test registry: its layer comes first (mounted into the target
@@ -685,10 +682,7 @@ fn build_with_login(dir: &Path, model: &Path, extra: &[&str]) -> (Output, serde_
 /// index over arm64 and amd64 resolves to the amd64 image.
 #[test]
 fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
-    let host = crate::servers::registry()
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let host = registry_host();
     let dir = tempfile::tempdir().unwrap();
     let base = plant_base(dir.path(), "base/cc");
     let planter = Planter::new();
@@ -697,23 +691,21 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
     let layout = dir.path().join("oci");
     let base_ref = format!("{host}/base/cc:1");
     let tag = format!("{host}/meters-based:v1");
-    let (out, built) = build_with_login(
-        dir.path(),
-        &model_path,
-        &[
-            "--base",
-            &base_ref,
-            "--push",
-            "--tag",
-            &tag,
-            "--oci-layout",
-            "oci",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let built = last_json(
+        &build_with_login(
+            dir.path(),
+            &model_path,
+            &[
+                "--base",
+                &base_ref,
+                "--push",
+                "--tag",
+                &tag,
+                "--oci-layout",
+                "oci",
+            ],
+        )
+        .ok(),
     );
     let digest = built["digest"].as_str().unwrap();
     assert_eq!(
@@ -742,12 +734,11 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
         crate::servers::REGISTRY_PASSWORD
     );
     let inspect = |raw: bool| -> serde_json::Value {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["inspect", "--tls-verify=false", "--creds", &creds]);
+        let mut cmd = external("skopeo").args(["inspect", "--tls-verify=false", "--creds", &creds]);
         if raw {
-            cmd.arg("--raw");
+            cmd = cmd.arg("--raw");
         }
-        serde_json::from_slice(&run(cmd.arg(format!("docker://{tag}"))).stdout).unwrap()
+        serde_json::from_slice(&cmd.arg(format!("docker://{tag}")).ok().output.stdout).unwrap()
     };
     let info = inspect(false);
     assert_eq!(info["Layers"][0], base.layer.as_str(), "{info}");
@@ -793,7 +784,7 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
             with_platform(&base.amd64, "linux", "amd64"),
         ]}),
     );
-    let (out, _) = build_with_login(
+    build_with_login(
         dir.path(),
         &model_path,
         &[
@@ -802,18 +793,17 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
             "--oci-layout",
             "multi",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .ok();
     let info: serde_json::Value = serde_json::from_slice(
-        &run(Command::new("skopeo").args([
-            "inspect",
-            &format!("oci:{}", dir.path().join("multi").display()),
-        ]))
-        .stdout,
+        &external("skopeo")
+            .args([
+                "inspect",
+                &format!("oci:{}", dir.path().join("multi").display()),
+            ])
+            .ok()
+            .output
+            .stdout,
     )
     .unwrap();
     assert_eq!(
@@ -827,10 +817,7 @@ fn a_registry_base_goes_first_is_mounted_and_its_image_runs() {
 /// and what the registry has (or answered), exit 1, nothing written.
 #[test]
 fn an_arm64_only_or_missing_base_is_a_one_line_error() {
-    let host = crate::servers::registry()
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let host = registry_host();
     let dir = tempfile::tempdir().unwrap();
     let base = plant_base(dir.path(), "base/arm");
     Planter::new().manifest(
@@ -848,13 +835,13 @@ fn an_arm64_only_or_missing_base_is_a_one_line_error() {
         (&arm, &["no linux/amd64", "linux/arm64", arm.as_str()][..]),
         (&missing, &["not found", "404", missing.as_str()][..]),
     ] {
-        let (out, _) = build_with_login(
+        let err = build_with_login(
             dir.path(),
             &model_path,
             &["--base", base_ref, "--oci-layout", "oci"],
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        )
+        .fails(1)
+        .stderr();
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         for w in want {
             assert!(err.contains(w), "{w}: {err}");
@@ -868,11 +855,7 @@ fn an_arm64_only_or_missing_base_is_a_one_line_error() {
 /// and what it inflates to.
 #[test]
 fn a_base_layer_that_does_not_match_its_diff_id_is_refused() {
-    let host = crate::servers::registry()
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let host = registry_host().to_string();
     let dir = tempfile::tempdir().unwrap();
     let planter = Planter::new();
     let tar = b"pretend this is the tar of a layer".to_vec();
@@ -891,7 +874,7 @@ fn a_base_layer_that_does_not_match_its_diff_id_is_refused() {
         "layers": [{"mediaType": DOCKER_LAYER, "size": layer.len(), "digest": layer_digest}],
     });
     planter.manifest("base/diffid", "1", DOCKER_MANIFEST, &manifest);
-    let (out, _) = build_with_login(
+    let err = build_with_login(
         dir.path(),
         &model(dir.path(), "1"),
         &[
@@ -900,9 +883,9 @@ fn a_base_layer_that_does_not_match_its_diff_id_is_refused() {
             "--oci-layout",
             "oci",
         ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    )
+    .fails(1)
+    .stderr();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     for want in [
         "diff_id",
@@ -942,19 +925,11 @@ fn an_unreachable_base_registry_suggests_scratch_or_a_mirror() {
         ),
         (&not_onnx, &["not an ONNX model"][..]),
     ] {
-        let out = util::bin("wms")
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .args(["build-image", "--insecure", "--oci-layout", "oci", "--base"])
+        let err = build_image(dir.path(), model)
+            .args(["--insecure", "--oci-layout", "oci", "--base"])
             .arg(&base_ref)
-            .arg("--model")
-            .arg(model)
-            .arg("--serve-binary")
-            .arg(serve_binary())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+            .fails(1)
+            .stderr();
         // Retries are logged as warnings; the error is one line.
         assert_eq!(error_lines(&err).len(), 1, "{err}");
         for w in want {
@@ -1042,19 +1017,11 @@ fn a_base_blob_that_does_not_match_its_digest_is_refused() {
             tampered,
         ),
     ]);
-    let out = util::bin("wms")
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .args(["build-image", "--insecure", "--oci-layout", "oci", "--base"])
+    let err = build_image(dir.path(), &model(dir.path(), "1"))
+        .args(["--insecure", "--oci-layout", "oci", "--base"])
         .arg(format!("{addr}/base/bad:1"))
-        .arg("--model")
-        .arg(model(dir.path(), "1"))
-        .arg("--serve-binary")
-        .arg(serve_binary())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+        .fails(1)
+        .stderr();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("does not match its digest") && err.contains(&layer_digest),
@@ -1086,40 +1053,22 @@ fn ecr_token_from_moto_pushes_to_a_registry_that_accepts_exactly_those_credentia
     let actions = wms::github::actions::Actions::from_env();
     let creds = wms::oci::ecr::ecr_credentials(&sdk, "127.0.0.1", &actions).unwrap();
     assert_eq!(creds.username, "AWS");
-    let htpasswd = Command::new("htpasswd")
+    let htpasswd = external("htpasswd")
         .args(["-Bbn", &creds.username, &creds.password])
-        .output()
-        .unwrap();
-    let registry = crate::servers::start_registry_with(&htpasswd.stdout);
+        .ok();
+    let registry = crate::servers::start_registry_with(&htpasswd.output.stdout);
     let host = registry.url.trim_start_matches("http://");
 
     let dir = tempfile::tempdir().unwrap();
     let tag = format!("{host}/meters-ecr:v1");
-    let mut cmd = util::bin("wms");
-    for var in [
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_DEFAULT_REGION",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .current_dir(dir.path())
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("HOME", dir.path())
-        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("no-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+    // TestCommand's clean environment has no AWS profile, config, credentials or endpoint of
+    // the machine: only what is set here.
+    let out = build_image(dir.path(), &model(dir.path(), "1"))
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .env(wms::env_vars::AWS_ENDPOINT_URL_ECR, &moto.url)
         .args([
-            "build-image",
             "--push",
             "--insecure",
             "--ecr",
@@ -1128,49 +1077,29 @@ fn ecr_token_from_moto_pushes_to_a_registry_that_accepts_exactly_those_credentia
             "--tag",
             &tag,
         ])
-        .arg("--model")
-        .arg(model(dir.path(), "1"))
-        .arg("--serve-binary")
-        .arg(serve_binary())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+        .ok();
     assert!(
-        !stdout.contains(&creds.password) && !stderr.contains(&creds.password),
-        "{stdout}{stderr}"
+        !out.stdout().contains(&creds.password) && !out.stderr().contains(&creds.password),
+        "{out}"
     );
-    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
-        ["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = printed_digest(&out);
     let inspect = |user: &str, password: &str| {
-        Command::new("skopeo")
+        external("skopeo")
             .args(["inspect", "--tls-verify=false", "--creds"])
             .arg(format!("{user}:{password}"))
             .arg(format!("docker://{tag}"))
-            .output()
-            .unwrap()
     };
-    let read = inspect(&creds.username, &creds.password);
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let info: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let read = inspect(&creds.username, &creds.password).ok();
+    let info: serde_json::Value = serde_json::from_slice(&read.output.stdout).unwrap();
     assert_eq!(info["Digest"].as_str(), Some(digest.as_str()));
     let other = inspect(
         crate::servers::REGISTRY_USER,
         crate::servers::REGISTRY_PASSWORD,
-    );
+    )
+    .run();
     assert!(
-        !other.status.success(),
-        "the registry must accept only ECR's credentials"
+        !other.status().success(),
+        "the registry must accept only ECR's credentials\n{other}"
     );
 }
 
@@ -1180,20 +1109,21 @@ fn ecr_token_from_moto_pushes_to_a_registry_that_accepts_exactly_those_credentia
 #[test]
 fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schema() {
     let registry = crate::servers::registry();
-    let host = registry.url.trim_start_matches("http://");
+    let host = registry_host();
     let dir = tempfile::tempdir().unwrap();
     let model_path = model(dir.path(), "4");
     // The pushes go through a proxy that only records the requests.
     let proxy = cutting_proxy(host.to_string(), 0);
     let proxied_tag = format!("{}/meters-sbom:v1", proxy.addr);
     let password = crate::servers::REGISTRY_PASSWORD;
-    let (out, stdout, stderr) = push(
+    let out = push(
         dir.path(),
         &model_path,
         std::slice::from_ref(&proxied_tag),
         password,
-    );
-    assert!(out.status.success(), "{stderr}");
+    )
+    .ok();
+    let stdout = out.stdout();
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let digest = result["digest"].as_str().unwrap();
     let sbom_digest = result["sbom_digest"].as_str().unwrap();
@@ -1214,15 +1144,17 @@ fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schem
 
     let creds = format!("{}:{password}", crate::servers::REGISTRY_USER);
     let raw = |reference: &str| -> serde_json::Value {
-        let out = run(Command::new("skopeo").args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            &creds,
-            &format!("docker://{host}/meters-sbom{reference}"),
-        ]));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let out = external("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &creds,
+                &format!("docker://{host}/meters-sbom{reference}"),
+            ])
+            .ok();
+        serde_json::from_slice(&out.output.stdout).unwrap()
     };
     let index = raw(&format!(":{referrers_tag}"));
     assert_eq!(
@@ -1284,8 +1216,7 @@ fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_found_through_the_tag_schem
     assert!(image_pkg["comment"].as_str().unwrap().contains("scratch"));
 
     // A second push of the same image (same first tag, so the same SBOM) leaves one entry.
-    let (out, _, stderr) = push(dir.path(), &model_path, &[proxied_tag], password);
-    assert!(out.status.success(), "{stderr}");
+    push(dir.path(), &model_path, &[proxied_tag], password).ok();
     assert_eq!(
         raw(&format!(":{referrers_tag}"))["manifests"]
             .as_array()
@@ -1326,15 +1257,18 @@ fn the_oci_layout_lists_the_sbom_untagged() {
     .unwrap();
     assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
     // skopeo still reads the image under its tag.
-    run(Command::new("skopeo").args(["inspect", "--raw", &format!("oci:{}:v1", layout.display())]));
+    external("skopeo")
+        .args(["inspect", "--raw", &format!("oci:{}:v1", layout.display())])
+        .ok();
 }
 
 /// `umoci unpack` of `tag` in the layout: the runtime spec's process args, env and cwd.
 fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> (Vec<String>, Vec<String>, String) {
-    run(Command::new("umoci")
+    external("umoci")
         .args(["unpack", "--image"])
         .arg(format!("{}:{tag}", layout.display()))
-        .arg(bundle));
+        .arg(bundle)
+        .ok();
     let spec: serde_json::Value =
         serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
     let process = &spec["process"];
@@ -1425,28 +1359,25 @@ struct CuttingProxy {
 #[test]
 fn a_dropped_upload_is_retried_in_a_fresh_session_and_never_leaves_a_manifest() {
     let registry = crate::servers::registry();
-    let host = registry.url.trim_start_matches("http://").to_string();
+    let host = registry_host().to_string();
     let dir = tempfile::tempdir().unwrap();
     let password = crate::servers::REGISTRY_PASSWORD;
 
     let CuttingProxy {
         addr: proxy, cut, ..
     } = cutting_proxy(host.clone(), 1);
-    let (out, stdout, stderr) = push(
+    let out = push(
         dir.path(),
         &model(dir.path(), "1"),
         &[format!("{proxy}/meters-cut-once:v1")],
         password,
-    );
-    assert!(out.status.success(), "{stderr}");
+    )
+    .ok();
+    let stdout = out.stdout();
     assert_eq!(cut.load(std::sync::atomic::Ordering::SeqCst), 1);
     let report = pushed(&stdout);
     assert_eq!(report["retries"], 1, "{report}");
-    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
-        ["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = printed_digest(&out);
     assert_eq!(
         skopeo_digest(&format!("docker://{host}/meters-cut-once:v1")).as_deref(),
         Some(digest.as_str())
@@ -1455,13 +1386,14 @@ fn a_dropped_upload_is_retried_in_a_fresh_session_and_never_leaves_a_manifest() 
     let CuttingProxy {
         addr: proxy, cut, ..
     } = cutting_proxy(host.clone(), usize::MAX);
-    let (out, _, stderr) = push(
+    let stderr = push(
         dir.path(),
         &model(dir.path(), "2"),
         &[format!("{proxy}/meters-cut-always:v1")],
         password,
-    );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    )
+    .fails(1)
+    .stderr();
     assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
     assert!(
         stderr.contains(&proxy)
@@ -1492,19 +1424,11 @@ fn an_unwritable_oci_layout_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("layout");
     fs_err::write(&blocker, b"a file where the layout should go").unwrap();
-    let out = util::bin("wms")
-        .current_dir(dir.path())
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["build-image", "--base", "scratch", "--model"])
-        .arg(model(dir.path(), "1"))
-        .arg("--serve-binary")
-        .arg(serve_binary())
-        .arg("--oci-layout")
+    let stderr = build_image(dir.path(), &model(dir.path(), "1"))
+        .args(["--base", "scratch", "--oci-layout"])
         .arg(&blocker)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+        .fails(1)
+        .stderr();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("layout"), "{stderr}");
     assert_eq!(
@@ -1539,18 +1463,21 @@ struct TokenService {
 fn token_service(dir: &Path) -> TokenService {
     let key = dir.join("token-key.pem");
     let cert = dir.join("token-cert.pem");
-    run(Command::new("openssl")
+    external("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
         ])
         .args(["-subj", "/CN=wms-test-token-issuer", "-keyout"])
         .arg(&key)
         .arg("-out")
-        .arg(&cert));
-    let der = run(Command::new("openssl")
+        .arg(&cert)
+        .ok();
+    let der = external("openssl")
         .args(["x509", "-outform", "DER", "-in"])
-        .arg(&cert))
-    .stdout;
+        .arg(&cert)
+        .ok()
+        .output
+        .stdout;
     use base64::Engine as _;
     let x5c = base64::engine::general_purpose::STANDARD.encode(der);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1660,17 +1587,14 @@ fn jwt(key: &Path, header: &serde_json::Value, claims: &serde_json::Value) -> St
         b64(&serde_json::to_vec(header).unwrap()),
         b64(&serde_json::to_vec(claims).unwrap())
     );
-    let mut child = Command::new("openssl")
+    let signature = external("openssl")
         .args(["dgst", "-sha256", "-sign"])
         .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    format!("{input}.{}", b64(&out.stdout))
+        .stdin(input.as_bytes())
+        .ok()
+        .output
+        .stdout;
+    format!("{input}.{}", b64(&signature))
 }
 
 /// The bearer flow against the real registry with `auth: token`: it answers our requests with a
@@ -1708,18 +1632,14 @@ fn bearer_tokens_from_the_registrys_realm_push_and_pull_a_base() {
 
     let tag = format!("{host}/meters-bearer:v1");
     let password = crate::servers::REGISTRY_PASSWORD;
-    let (out, stdout, stderr) = push(
+    let out = push(
         dir.path(),
         &model(dir.path(), "1"),
         std::slice::from_ref(&tag),
         password,
-    );
-    assert!(out.status.success(), "{stderr}");
-    let digest = serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
-        ["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    )
+    .ok();
+    let digest = printed_digest(&out);
     assert!(
         tokens
             .log
@@ -1736,21 +1656,19 @@ fn bearer_tokens_from_the_registrys_realm_push_and_pull_a_base() {
     );
 
     // Pulled as a base through the bearer flow; its layers are mounted into the new repository.
-    let (out, built) = build_with_login(
-        dir.path(),
-        &model(dir.path(), "2"),
-        &[
-            "--base",
-            &tag,
-            "--push",
-            "--tag",
-            &format!("{host}/meters-on-bearer:v1"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let built = last_json(
+        &build_with_login(
+            dir.path(),
+            &model(dir.path(), "2"),
+            &[
+                "--base",
+                &tag,
+                "--push",
+                "--tag",
+                &format!("{host}/meters-on-bearer:v1"),
+            ],
+        )
+        .ok(),
     );
     assert_eq!(
         layer_roles(&built),
@@ -1783,13 +1701,7 @@ fn bearer_tokens_from_the_registrys_realm_push_and_pull_a_base() {
 
     // A wrong password: the token service refuses it.
     let denied = format!("{host}/meters-bearer-denied:v1");
-    let (out, _, stderr) = push(
-        dir.path(),
-        &model(dir.path(), "1"),
-        std::slice::from_ref(&denied),
-        "wrong-pw-91",
-    );
-    assert_refused(&out, &stderr, &host, &denied);
+    assert_refused(dir.path(), "wrong-pw-91", &host, &denied);
     assert!(
         tokens.log.lock().unwrap().iter().any(|l| l == "refused"),
         "the token service saw the wrong password"
