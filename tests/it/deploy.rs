@@ -86,6 +86,21 @@ impl Env {
             .unwrap_or(Value::Null)
     }
 
+    /// Runs a command that must fail with exit 1 and print an error line holding each of
+    /// `parts`; returns that line.
+    #[track_caller]
+    fn refused(&self, args: &[&str], parts: &[&str]) -> String {
+        let stderr = self.fails(args);
+        let line = error_line(&stderr).to_string();
+        for part in parts {
+            assert!(
+                line.contains(part),
+                "{part:?} not in the error line:\n{stderr}"
+            );
+        }
+        line
+    }
+
     /// Runs a command that must fail with exit 1; returns its stderr.
     #[track_caller]
     fn fails(&self, args: &[&str]) -> String {
@@ -386,10 +401,10 @@ fn a_rollout_that_does_not_finish_in_time_fails_naming_the_wait_and_the_pods() {
     // No progress deadline on this server: only --wait can end the wait.
     env.api.set_outcome(&ns("v1"), Outcome::ImagePullBackOff);
     let img = image(1);
-    let stderr = env.fails(&apply_args("v1", &img, &["--wait", "2s"]));
-    let line = error_line(&stderr);
-    assert!(line.contains("not rolled out after 2 s"), "{line}");
-    assert!(line.contains("ImagePullBackOff"), "{line}");
+    env.refused(
+        &apply_args("v1", &img, &["--wait", "2s"]),
+        &["not rolled out after 2 s", "ImagePullBackOff"],
+    );
 }
 
 #[test]
@@ -410,15 +425,15 @@ fn a_conflict_with_another_field_manager_is_an_error_unless_forced() {
 
     let img = image(1);
     let args = apply_args("v1", &img, &["--wait", "30s"]);
-    let stderr = env.fails(&args);
-    let line = error_line(&stderr);
-    assert!(
-        line.contains("server-side apply conflict on Deployment"),
-        "{line}"
+    env.refused(
+        &args,
+        &[
+            "server-side apply conflict on Deployment",
+            ".spec.replicas",
+            "kubectl",
+            "--force",
+        ],
     );
-    assert!(line.contains(".spec.replicas"), "{line}");
-    assert!(line.contains("kubectl"), "{line}");
-    assert!(line.contains("--force"), "{line}");
     assert_eq!(env.deployment("v1")["spec"]["replicas"], 2);
 
     let mut forced = args.to_vec();
@@ -536,20 +551,22 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
     );
 
     // v3 crashes: refused, and v2 keeps serving.
-    let stderr = env.fails(&["promote", "--model", MODEL, "--version", "v3"]);
-    let line = error_line(&stderr);
-    assert!(line.contains("version v3 is not Ready"), "{line}");
-    assert!(
-        line.contains("the promoted version keeps serving"),
-        "{line}"
+    env.refused(
+        &["promote", "--model", MODEL, "--version", "v3"],
+        &[
+            "version v3 is not Ready",
+            "the promoted version keeps serving",
+        ],
     );
     assert_eq!(
         target(&env),
         format!("{MODEL}.{}.svc.cluster.local", ns("v2"))
     );
     // A version never deployed.
-    let stderr = env.fails(&["promote", "--model", MODEL, "--version", "v9"]);
-    assert!(error_line(&stderr).contains("no version v9"), "{stderr}");
+    env.refused(
+        &["promote", "--model", MODEL, "--version", "v9"],
+        &["no version v9"],
+    );
 
     let out = env.ok(&["rollback", "--model", MODEL]);
     assert_eq!(out["promoted"]["version"], "v1");
@@ -581,10 +598,9 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
         ]
     );
     // Nothing before v1.
-    let stderr = env.fails(&["rollback", "--model", MODEL]);
-    assert!(
-        error_line(&stderr).contains("nothing to roll back to"),
-        "{stderr}"
+    env.refused(
+        &["rollback", "--model", MODEL],
+        &["nothing to roll back to"],
     );
     let recs = env.records();
     assert_eq!(
@@ -670,26 +686,30 @@ fn scale_and_config_re_apply_and_wait_and_config_rolls_the_pods() {
         .collect();
     assert_eq!(tasks, ["deploy", "scale", "config"]);
 
-    let stderr = env.fails(&[
-        "config",
-        "--model",
-        MODEL,
-        "--version",
-        "v1",
-        "--set",
-        "nokey",
-    ]);
-    assert!(error_line(&stderr).contains("--set \"nokey\""), "{stderr}");
-    let stderr = env.fails(&[
-        "scale",
-        "--model",
-        MODEL,
-        "--version",
-        "v7",
-        "--replicas",
-        "2",
-    ]);
-    assert!(error_line(&stderr).contains("no version v7"), "{stderr}");
+    env.refused(
+        &[
+            "config",
+            "--model",
+            MODEL,
+            "--version",
+            "v1",
+            "--set",
+            "nokey",
+        ],
+        &["--set \"nokey\""],
+    );
+    env.refused(
+        &[
+            "scale",
+            "--model",
+            MODEL,
+            "--version",
+            "v7",
+            "--replicas",
+            "2",
+        ],
+        &["no version v7"],
+    );
 }
 
 fn pod_names(env: &Env, version: &str) -> Vec<String> {
@@ -714,13 +734,13 @@ fn cleanup_keeps_the_promoted_and_previous_versions_and_reports_a_stuck_namespac
     env.ok(&["promote", "--model", MODEL, "--version", "v1"]);
     env.ok(&["promote", "--model", MODEL, "--version", "v2"]);
     env.api.stuck_terminating(&ns("v3"));
-    let stderr = env.fails(&["cleanup", "--model", MODEL, "--keep", "1", "--wait", "2s"]);
-    let line = error_line(&stderr);
-    assert!(
-        line.contains(&format!("namespace {} is stuck Terminating", ns("v3"))),
-        "{line}"
+    env.refused(
+        &["cleanup", "--model", MODEL, "--keep", "1", "--wait", "2s"],
+        &[
+            format!("namespace {} is stuck Terminating", ns("v3")).as_str(),
+            "example.com/block",
+        ],
     );
-    assert!(line.contains("example.com/block"), "{line}");
 
     env.api.release_terminating(&ns("v3"));
     let out = env.ok(&["cleanup", "--model", MODEL, "--keep", "1", "--wait", "20s"]);
@@ -874,10 +894,9 @@ fn a_live_lease_of_someone_else_is_waited_for_then_named() {
     let now = wms::timing::Timestamp::now().rfc3339();
     hold_lease(&env.api, "a person's laptop", 600, &now);
     let img = image(1);
-    let stderr = env.fails(&apply_args("v1", &img, &["--lock-timeout", "1s"]));
-    assert!(
-        error_line(&stderr).contains("held by a person's laptop (waited 1 s)"),
-        "{stderr}"
+    env.refused(
+        &apply_args("v1", &img, &["--lock-timeout", "1s"]),
+        &["held by a person's laptop (waited 1 s)"],
     );
 }
 
@@ -893,16 +912,13 @@ fn unreachable_unauthorized_and_forbidden_are_one_line_naming_context_and_permis
 
     // Forbidden: the real RBAC text, and the verb and resource to grant.
     env.api.deny("patch", "deployments", "*");
-    let stderr = env.fails(&args);
-    let line = error_line(&stderr);
-    assert!(
-        line.contains("context ci may not patch deployments.apps"),
-        "{line}"
-    );
-    assert!(line.contains("403 Forbidden"), "{line}");
-    assert!(
-        line.contains("grant that identity the RBAC verb `patch`"),
-        "{line}"
+    env.refused(
+        &args,
+        &[
+            "context ci may not patch deployments.apps",
+            "403 Forbidden",
+            "grant that identity the RBAC verb `patch`",
+        ],
     );
     env.api.allow_all();
 
@@ -943,10 +959,9 @@ fn unreachable_unauthorized_and_forbidden_are_one_line_naming_context_and_permis
     );
 
     // A context that does not exist.
-    let stderr = env.fails(&[&args[..], &["--context", "nope"]].concat());
-    assert!(
-        error_line(&stderr).contains("kubeconfig context \"nope\""),
-        "{stderr}"
+    env.refused(
+        &[&args[..], &["--context", "nope"]].concat(),
+        &["kubeconfig context \"nope\""],
     );
 }
 
@@ -954,14 +969,14 @@ fn unreachable_unauthorized_and_forbidden_are_one_line_naming_context_and_permis
 fn names_that_are_not_dns_safe_and_tags_are_refused_before_any_request() {
     let env = Env::fast();
     let img = image(1);
-    let stderr = env.fails(&apply_args("V1.2", &img, &[]));
-    let line = error_line(&stderr);
-    assert!(
-        line.contains("--version \"V1.2\" is not a DNS-1123 label"),
-        "{line}"
+    env.refused(
+        &apply_args("V1.2", &img, &[]),
+        &["--version \"V1.2\" is not a DNS-1123 label"],
     );
-    let stderr = env.fails(&apply_args("v1", "127.0.0.1:5000/meters:v1", &[]));
-    assert!(error_line(&stderr).contains("--allow-tag"), "{stderr}");
+    env.refused(
+        &apply_args("v1", "127.0.0.1:5000/meters:v1", &[]),
+        &["--allow-tag"],
+    );
     assert!(
         env.api.requests().iter().all(|r| r.method == "GET"),
         "{:?}",
@@ -1163,10 +1178,11 @@ fn the_smoke_test_reaches_a_real_wms_serve_through_the_service_proxy() {
     drop(serve);
     let before = proxied().len();
     let img = image(1);
-    let stderr = env.fails(&apply_args("v1", &img, &["--smoke-ping"]));
-    let line = error_line(&stderr);
-    assert!(line.contains("smoke test of /api/v1/namespaces/wms-meters-v1/services/http:meters:8080/proxy/ping failed"), "{line}");
-    assert!(line.contains("503"), "{line}");
+    let ping = "/api/v1/namespaces/wms-meters-v1/services/http:meters:8080/proxy/ping";
+    env.refused(
+        &apply_args("v1", &img, &["--smoke-ping"]),
+        &[format!("smoke test of {ping} failed").as_str(), "503"],
+    );
     assert_eq!(
         proxied()[before..],
         [(
