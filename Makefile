@@ -73,6 +73,9 @@ lint: bootstrap
 TEST_APT_PACKAGES := chromium skopeo umoci docker-registry apache2-utils
 ## Prometheus and promtool for the monitoring tests (rules, dashboard queries; tests/it/monitoring.rs).
 TEST_APT_PACKAGES += prometheus
+## Java 17 for real TorchServe's frontend (PyPI torchserve in requirements.lock), which serves our
+## .mar in tests/it/torchserve.rs.
+TEST_APT_PACKAGES += openjdk-17-jre-headless
 ## The Mermaid renderer for the report tests (tools/mermaid: @mermaid-js/mermaid-cli on the system
 ## Chromium) needs npm; Debian's nodejs and npm come in only when there is no npm at all.
 TEST_APT_PACKAGES += $(if $(shell command -v npm 2>/dev/null),,nodejs npm)

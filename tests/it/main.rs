@@ -30,5 +30,8 @@ mod servers;
 mod template;
 #[cfg(feature = "train")]
 mod train;
+// Real TorchServe on a trained model's archive (issue 17).
+#[cfg(feature = "train")]
+mod torchserve;
 mod util;
 mod workflows;

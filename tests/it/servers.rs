@@ -202,7 +202,8 @@ fn log_of(dir: &std::path::Path) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-fn free_port() -> u16 {
+/// A loopback port free a moment ago (the OS's pick for an ephemeral bind).
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local addr").port()
 }
