@@ -144,19 +144,16 @@ impl Env {
     }
 }
 
-/// `apply --model meters --version V --image I` and `rest`.
-fn apply_args<'a>(version: &'a str, image: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "apply",
-        "--model",
-        MODEL,
-        "--version",
-        version,
-        "--image",
-        image,
-    ];
+/// `<command> --model meters --version V` and `rest`.
+fn version_args<'a>(command: &'a str, version: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![command, "--model", MODEL, "--version", version];
     args.extend_from_slice(rest);
     args
+}
+
+/// `apply --model meters --version V --image I` and `rest`.
+fn apply_args<'a>(version: &'a str, image: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    version_args("apply", version, &[&["--image", image][..], rest].concat())
 }
 
 /// The error line `wms` printed (the last `error:` line of stderr).
@@ -372,7 +369,7 @@ fn rollout_failures_name_each_pods_reason_and_last_log_lines() {
         // Decided by the deadline, not by --wait running out.
         assert!(started.elapsed() < Duration::from_secs(15), "{version}");
         // `wms deploy debug` says the same without touching anything.
-        let out = env.ok(&["debug", "--model", MODEL, "--version", version]);
+        let out = env.ok(&version_args("debug", version, &[]));
         let pods = out["pods"].as_array().unwrap();
         assert!(!pods.is_empty(), "{out}");
         assert!(
@@ -521,7 +518,7 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
     env.fails(&apply_args("v3", &img, &[]));
 
     let target = |env: &Env| env.entry_point()["spec"]["externalName"].clone();
-    env.ok(&["promote", "--model", MODEL, "--version", "v1"]);
+    env.ok(&version_args("promote", "v1", &[]));
     assert_eq!(
         target(&env),
         format!("{MODEL}.{}.svc.cluster.local", ns("v1"))
@@ -529,7 +526,7 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
 
     let before = env.api.requests().len();
     let started = Instant::now();
-    let out = env.ok(&["promote", "--model", MODEL, "--version", "v2"]);
+    let out = env.ok(&version_args("promote", "v2", &[]));
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(out["promoted"]["version"], "v2");
@@ -552,7 +549,7 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
 
     // v3 crashes: refused, and v2 keeps serving.
     env.refused(
-        &["promote", "--model", MODEL, "--version", "v3"],
+        &version_args("promote", "v3", &[]),
         &[
             "version v3 is not Ready",
             "the promoted version keeps serving",
@@ -563,10 +560,7 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
         format!("{MODEL}.{}.svc.cluster.local", ns("v2"))
     );
     // A version never deployed.
-    env.refused(
-        &["promote", "--model", MODEL, "--version", "v9"],
-        &["no version v9"],
-    );
+    env.refused(&version_args("promote", "v9", &[]), &["no version v9"]);
 
     let out = env.ok(&["rollback", "--model", MODEL]);
     assert_eq!(out["promoted"]["version"], "v1");
@@ -619,15 +613,7 @@ fn promote_and_rollback_switch_the_entry_point_in_one_write_and_refuse_versions_
 fn scale_and_config_re_apply_and_wait_and_config_rolls_the_pods() {
     let env = Env::fast();
     env.apply("v1", 1, &[]);
-    env.ok(&[
-        "scale",
-        "--model",
-        MODEL,
-        "--version",
-        "v1",
-        "--replicas",
-        "3",
-    ]);
+    env.ok(&version_args("scale", "v1", &["--replicas", "3"]));
     let d = env.deployment("v1");
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["status"]["readyReplicas"], 3);
@@ -649,17 +635,11 @@ fn scale_and_config_re_apply_and_wait_and_config_rolls_the_pods() {
     };
     let before = hash(&d);
     let pods_before: Vec<String> = pod_names(&env, "v1");
-    env.ok(&[
+    env.ok(&version_args(
         "config",
-        "--model",
-        MODEL,
-        "--version",
         "v1",
-        "--set",
-        "batch_size=8",
-        "--set",
-        "max_batch_delay=50",
-    ]);
+        &["--set", "batch_size=8", "--set", "max_batch_delay=50"],
+    ));
     let cm = env
         .api
         .object("", "v1", "configmaps", &ns("v1"), "wms-serve-config")
@@ -687,27 +667,11 @@ fn scale_and_config_re_apply_and_wait_and_config_rolls_the_pods() {
     assert_eq!(tasks, ["deploy", "scale", "config"]);
 
     env.refused(
-        &[
-            "config",
-            "--model",
-            MODEL,
-            "--version",
-            "v1",
-            "--set",
-            "nokey",
-        ],
+        &version_args("config", "v1", &["--set", "nokey"]),
         &["--set \"nokey\""],
     );
     env.refused(
-        &[
-            "scale",
-            "--model",
-            MODEL,
-            "--version",
-            "v7",
-            "--replicas",
-            "2",
-        ],
+        &version_args("scale", "v7", &["--replicas", "2"]),
         &["no version v7"],
     );
 }
@@ -731,8 +695,8 @@ fn cleanup_keeps_the_promoted_and_previous_versions_and_reports_a_stuck_namespac
         // Distinct creation times (the server stamps seconds).
         std::thread::sleep(Duration::from_millis(1050));
     }
-    env.ok(&["promote", "--model", MODEL, "--version", "v1"]);
-    env.ok(&["promote", "--model", MODEL, "--version", "v2"]);
+    env.ok(&version_args("promote", "v1", &[]));
+    env.ok(&version_args("promote", "v2", &[]));
     env.api.stuck_terminating(&ns("v3"));
     env.refused(
         &["cleanup", "--model", MODEL, "--keep", "1", "--wait", "2s"],
@@ -776,7 +740,7 @@ fn status_json_lists_versions_readiness_digests_and_the_promoted_one() {
     env.api.set_outcome(&ns("v2"), Outcome::ImagePullBackOff);
     let img = image(2);
     env.fails(&apply_args("v2", &img, &[]));
-    env.ok(&["promote", "--model", MODEL, "--version", "v1"]);
+    env.ok(&version_args("promote", "v1", &[]));
     let out = env.ok(&["status", "--output", "json"]);
     let versions = out["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 2, "{out}");
@@ -983,16 +947,11 @@ fn names_that_are_not_dns_safe_and_tags_are_refused_before_any_request() {
         env.api.requests()
     );
     env.apply("v1", 0, &["--wait", "0"]);
-    env.command(&[
+    env.command(&version_args(
         "render",
-        "--model",
-        MODEL,
-        "--version",
         "v2",
-        "--image",
-        "r/m:v2",
-        "--allow-tag",
-    ])
+        &["--image", "r/m:v2", "--allow-tag"],
+    ))
     .ok();
 }
 
@@ -1001,15 +960,7 @@ fn render_prints_the_objects_apply_applies() {
     let env = Env::fast();
     let img = image(1);
     let yaml = env
-        .command(&[
-            "render",
-            "--model",
-            MODEL,
-            "--version",
-            "v1",
-            "--image",
-            &img,
-        ])
+        .command(&version_args("render", "v1", &["--image", &img]))
         .ok()
         .stdout();
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
