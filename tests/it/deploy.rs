@@ -123,6 +123,18 @@ impl Env {
             .unwrap_or_else(|| panic!("no Deployment in {}", ns(version)))
     }
 
+    /// The `config.properties` wms-serve of `version` reads (its ConfigMap's data).
+    fn serve_config(&self, version: &str) -> String {
+        let cm = self
+            .api
+            .object("", "v1", "configmaps", &ns(version), "wms-serve-config")
+            .unwrap_or_else(|| panic!("no wms-serve-config in {}", ns(version)));
+        cm["data"]["config.properties"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn entry_point(&self) -> Value {
         self.api
             .object("", "v1", "services", "wms-system", MODEL)
@@ -640,11 +652,7 @@ fn scale_and_config_re_apply_and_wait_and_config_rolls_the_pods() {
         "v1",
         &["--set", "batch_size=8", "--set", "max_batch_delay=50"],
     ));
-    let cm = env
-        .api
-        .object("", "v1", "configmaps", &ns("v1"), "wms-serve-config")
-        .unwrap();
-    let text = cm["data"]["config.properties"].as_str().unwrap();
+    let text = env.serve_config("v1");
     assert!(text.contains("\nbatch_size=8\n"), "{text}");
     assert!(text.contains("\nmax_batch_delay=50\n"), "{text}");
     assert!(!text.contains("batch_size=4"), "{text}");
@@ -1192,11 +1200,7 @@ fn the_action_script_passes_inputs_as_arguments_never_as_shell() {
     ])
     .ok();
     assert!(!pwned.exists(), "an input ran as shell");
-    let cm = env
-        .api
-        .object("", "v1", "configmaps", &ns("v1"), "wms-serve-config")
-        .unwrap();
-    let text = cm["data"]["config.properties"].as_str().unwrap();
+    let text = env.serve_config("v1");
     assert!(text.contains("\nbatch_size=8\n"), "{text}");
     assert!(text.contains(&format!("\n{hostile}\n")), "{text}");
     run(&[("IN_COMMAND", "delete-everything".into())]).fails(2);
