@@ -33,6 +33,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     wms::train::ensure_passive_openmp();
+    wms::train::keep_freed_memory();
     let cli = Cli::parse();
     wms::logging::init(cli.log_format);
     let code = wms::exit::finish(run(cli.command));

@@ -37,6 +37,11 @@ pub struct BenchResult {
     pub threads: usize,
     /// Share of the timed steps spent waiting for data.
     pub data_share: f64,
+    /// Shares of the timed steps spent in the forward pass with the loss, the backward pass and
+    /// the optimizer (zero_grad + step); with `data_share` they add up to about 1.
+    pub forward_share: f64,
+    pub backward_share: f64,
+    pub optimizer_share: f64,
     /// One-time decode + resize of the data set (cached across epochs), not in images/s.
     pub decode_seconds: f64,
 }
@@ -73,6 +78,8 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchResult, TrainError> {
     let total = plan.warmup + plan.steps;
     let (mut done, mut epoch) = (0usize, 0u64);
     let (mut images, mut wait) = (0usize, 0.0f64);
+    // Seconds in forward + loss, backward, optimizer over the timed steps.
+    let mut phases = [0.0f64; 3];
     let mut timed_start = Instant::now();
     while done < total {
         epoch += 1;
@@ -98,6 +105,7 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchResult, TrainError> {
                 wait += t.elapsed().as_secs_f64();
             }
             let b = batch?;
+            let t0 = Instant::now();
             let (x, y) = batch_tensors(&b, device)?;
             let logits = model.forward(&x, true)?;
             let loss = logits.f_binary_cross_entropy_with_logits(
@@ -106,13 +114,18 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchResult, TrainError> {
                 Some(&pos_weight),
                 Reduction::Mean,
             )?;
+            let t1 = Instant::now();
             adam.zero_grad();
             loss.f_backward()?;
+            let t2 = Instant::now();
             adam.step()?;
             // Wait for the device so the step is really over before the clock reads it.
             let _ = loss.f_double_value(&[])?;
             if done >= plan.warmup {
                 images += b.n;
+                phases[0] += (t1 - t0).as_secs_f64();
+                phases[1] += (t2 - t1).as_secs_f64();
+                phases[2] += t2.elapsed().as_secs_f64();
             }
             done += 1;
             if done == total {
@@ -139,6 +152,9 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchResult, TrainError> {
         input_size: cfg.data.image_size,
         threads,
         data_share: wait / elapsed,
+        forward_share: phases[0] / elapsed,
+        backward_share: phases[1] / elapsed,
+        optimizer_share: phases[2] / elapsed,
         decode_seconds,
     })
 }
