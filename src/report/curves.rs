@@ -50,9 +50,11 @@ pub const MERMAID_MAX_POINTS: usize = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CurvesError {
-    #[error("cannot read {path}; hint: pass the history.csv wms-train wrote into its --out folder")]
+    /// The path is in the cause (fs_err names it), so the message does not repeat it.
+    #[error(
+        "cannot read the training history; hint: pass the history.csv wms-train wrote into its --out folder"
+    )]
     Read {
-        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -101,10 +103,7 @@ impl History {
 
     /// Reads a `history.csv`: a header with `epoch` and numeric columns; every row numeric.
     pub fn read(path: &Path) -> Result<History, CurvesError> {
-        let text = fs_err::read_to_string(path).map_err(|source| CurvesError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = fs_err::read_to_string(path).map_err(|source| CurvesError::Read { source })?;
         History::parse(&text).map_err(|(line, message)| CurvesError::Parse {
             path: path.to_path_buf(),
             line,
@@ -402,6 +401,17 @@ mod tests {
     use super::*;
 
     const CSV: &str = "epoch,lr,train_loss,train_iou,val_loss,val_iou\n1,0.003,0.6,0.27,0.46,0.64\n2,0.003,0.35,0.61,0.25,0.77\n3,0.003,0.2,0.7,0.2,0.8\n";
+
+    #[test]
+    fn a_missing_history_names_its_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.csv");
+        let err = History::read(&path).unwrap_err();
+        let line = crate::exit::render(&err);
+        assert_eq!(line.matches("history.csv").count(), 2, "{line}");
+        assert!(line.contains(&path.display().to_string()), "{line}");
+        crate::exit::assert_renders_once(&err, 1);
+    }
 
     #[test]
     fn history_parses_and_names_bad_cells() {
