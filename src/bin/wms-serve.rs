@@ -19,6 +19,8 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists; measured in docs/PERFORMANCE.md (issue 18).
+    wms::memory::limit_malloc_arenas(2);
     let cli = Cli::parse();
     wms::logging::init(cli.log_format);
     wms::exit::finish(wms::cli::serve::run(cli.serve))

@@ -62,7 +62,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DROP")]
     pub max_iou_drop: Option<String>,
     /// int8: convolutions to keep fp32, comma-separated graph node names (`enc1/conv0`,
-    /// `dec1/conv3`, `logits` for the final 1×1) [default: logits]. Action input: `keep-fp32`.
+    /// `dec1/conv3`, `logits` for the final 1×1) [default: none]. Action input: `keep-fp32`.
     #[arg(long, value_name = "NODES")]
     pub keep_fp32: Option<String>,
 }

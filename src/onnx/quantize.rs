@@ -74,15 +74,27 @@ pub const FINAL_CONV: &str = super::OUTPUT_NAME;
 pub const FIRST_CONV: &str = "enc1/conv0";
 
 impl Default for Plan {
-    /// The final 1×1 convolution stays fp32: its output is the logit the mask thresholds at 0,
-    /// rounding it costs agreement for no speed (16 → 1 channels is 0.01 % of the FLOPs), and an
-    /// fp32 output keeps the graph's output type. Measured choices: docs/PERFORMANCE.md.
+    /// Every convolution int8, the final 1×1 included: kept fp32 it cost 10 % of an int8 forward
+    /// pass (a float copy of its 16-channel input and two layout changes for a layer with 0.01 %
+    /// of the FLOPs). Its output, the logit the mask thresholds at 0, is then rounded to steps of
+    /// 1/16 within ±[`LOGIT_LIMIT`]. Measured choices: docs/PERFORMANCE.md.
     fn default() -> Self {
         Plan {
-            fp32_convs: BTreeSet::from([FINAL_CONV.to_string()]),
+            fp32_convs: BTreeSet::new(),
         }
     }
 }
+
+/// An int8 graph output (the logits) is clipped to ±this before its range is split into 255
+/// steps: the mask only needs the sign, and sigmoid(8) is 0.9997, so a wider range would only
+/// coarsen the steps around 0.
+pub const LOGIT_LIMIT: f32 = 8.0;
+
+/// int8 convolutions read a multiple of this many input channels: ONNX Runtime's int8
+/// convolution kernel ran the first layer (3 channels, the RGB photo) at 5.2 ms with 3 and
+/// 3.2 ms with 4 at 512×512 (docs/PERFORMANCE.md). The extra channels are zero-padded on the
+/// uint8 input and meet zero weights, so the result is the same.
+pub const CHANNEL_MULTIPLE: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
@@ -104,14 +116,17 @@ pub enum QuantizeError {
     UnknownConv { name: String, known: String },
 }
 
-/// Tensors whose range calibration must observe: the outputs of `Relu` and `Concat` nodes. (The
-/// graph input has fixed parameters; MaxPool and Resize inherit theirs.)
+/// Tensors whose range calibration must observe: the outputs of `Relu` and `Concat` nodes and
+/// the graph outputs. (The graph input has fixed parameters; MaxPool and Resize inherit theirs.)
 pub fn observed_tensors(g: &GraphProto) -> Vec<String> {
-    g.node
+    let mut names: Vec<String> = g
+        .node
         .iter()
         .filter(|n| matches!(n.op_type.as_deref(), Some("Relu" | "Concat")))
         .flat_map(|n| n.output.iter().cloned())
-        .collect()
+        .collect();
+    names.extend(g.output.iter().filter_map(|o| o.name.clone()));
+    names
 }
 
 /// The fp32 model with every [`observed_tensors`] entry added as a graph output (typed f32,
@@ -119,7 +134,11 @@ pub fn observed_tensors(g: &GraphProto) -> Vec<String> {
 pub fn calibration_model(m: &ModelProto) -> ModelProto {
     let mut m = m.clone();
     if let Some(g) = m.graph.as_mut() {
+        let outputs: BTreeSet<String> = g.output.iter().filter_map(|o| o.name.clone()).collect();
         for name in observed_tensors(g) {
+            if outputs.contains(&name) {
+                continue;
+            }
             g.output.push(ValueInfoProto {
                 name: Some(name),
                 r#type: Some(TypeProto {
@@ -258,9 +277,27 @@ pub fn quantize(
                     params.insert(outp.clone(), p);
                 }
             }
+            Some("Conv") => {
+                let r = *ranges.get(outp).ok_or_else(|| QuantizeError::NoRange {
+                    tensor: outp.clone(),
+                })?;
+                if r.min.is_nan() || r.max.is_nan() {
+                    return Err(QuantizeError::BadRange {
+                        tensor: outp.clone(),
+                        min: r.min,
+                        max: r.max,
+                    });
+                }
+                let clipped = Range {
+                    min: r.min.clamp(-LOGIT_LIMIT, 0.0),
+                    max: r.max.clamp(0.0, LOGIT_LIMIT),
+                };
+                params.insert(outp.clone(), ActivationParams::from_range(clipped));
+            }
             _ => {}
         }
     }
+    let graph_outputs: BTreeSet<String> = g.output.iter().filter_map(|o| o.name.clone()).collect();
 
     let mut inits: BTreeMap<String, TensorProto> = g
         .initializer
@@ -285,27 +322,12 @@ pub fn quantize(
         let mut n = n;
         let node_name = n.name.clone().unwrap_or_default();
         let x_tensor = n.input.first().cloned().unwrap_or_default();
-        // Each consumer reads a quantized tensor through its own DequantizeLinear (ONNX
-        // Runtime groups a DQ with exactly one consumer node).
-        for (k, inp) in n.input.iter_mut().enumerate() {
-            if params.contains_key(inp.as_str()) {
-                let dq = format!("{inp}/dq/{node_name}/{k}");
-                nodes.push(dequantize_node(
-                    &dq,
-                    &format!("{inp}/q"),
-                    &format!("{inp}/scale"),
-                    &format!("{inp}/zero_point"),
-                    None,
-                ));
-                *inp = dq;
-            }
-        }
-        let is_conv = n.op_type.as_deref() == Some("Conv");
-        if is_conv
+        let int8_conv = n.op_type.as_deref() == Some("Conv")
             && !plan.fp32_convs.contains(&node_name)
-            && let Some(xp) = params.get(&x_tensor).copied()
-        {
-            let (wname, bname) = (n.input[1].clone(), n.input.get(2).cloned());
+            && params.contains_key(&x_tensor);
+        // An int8 convolution's weights, with input channels padded to CHANNEL_MULTIPLE.
+        let weights = if int8_conv {
+            let wname = n.input[1].clone();
             let wt = inits
                 .remove(&wname)
                 .ok_or_else(|| QuantizeError::Initializer {
@@ -314,9 +336,48 @@ pub fn quantize(
             let w = f32_values(&wt).ok_or_else(|| QuantizeError::Initializer {
                 name: wname.clone(),
             })?;
-            let cout = *wt.dims.first().unwrap_or(&1) as usize;
+            Some((wname, pad_input_channels(&w, &wt.dims)))
+        } else {
+            None
+        };
+        let channel_pad = weights.as_ref().map_or(0, |(_, (_, _, pad))| *pad);
+        // Each consumer reads a quantized tensor through its own DequantizeLinear (ONNX
+        // Runtime groups a DQ with exactly one consumer node).
+        for (k, inp) in n.input.iter_mut().enumerate() {
+            if params.contains_key(inp.as_str()) {
+                let dq = format!("{inp}/dq/{node_name}/{k}");
+                let mut q = format!("{inp}/q");
+                if k == 0 && channel_pad > 0 {
+                    let padded = format!("{q}/pad/{node_name}");
+                    let pads = format!("{padded}/pads");
+                    // [N, C, H, W] begins, then ends: `channel_pad` more channels at the end.
+                    new_inits.push(tensor_i64(&pads, &[8], &[0, 0, 0, 0, 0, channel_pad, 0, 0]));
+                    nodes.push(NodeProto {
+                        input: vec![q.clone(), pads],
+                        output: vec![padded.clone()],
+                        name: Some(padded.clone()),
+                        op_type: Some("Pad".into()),
+                        ..Default::default()
+                    });
+                    q = padded;
+                }
+                nodes.push(dequantize_node(
+                    &dq,
+                    &q,
+                    &format!("{inp}/scale"),
+                    &format!("{inp}/zero_point"),
+                    None,
+                ));
+                *inp = dq;
+            }
+        }
+        if let Some((wname, (w, dims, _))) = weights
+            && let Some(xp) = params.get(&x_tensor).copied()
+        {
+            let bname = n.input.get(2).cloned();
+            let cout = *dims.first().unwrap_or(&1) as usize;
             let (wq, ws) = quantize_weights(&w, cout);
-            new_inits.push(tensor_i8(&format!("{wname}/q"), &wt.dims, &wq));
+            new_inits.push(tensor_i8(&format!("{wname}/q"), &dims, &wq));
             new_inits.push(tensor_f32(&format!("{wname}/scale"), &[cout as i64], &ws));
             new_inits.push(tensor_i8(
                 &format!("{wname}/zero_point"),
@@ -361,12 +422,34 @@ pub fn quantize(
             }
         }
         let outp = n.output.first().cloned();
-        nodes.push(n);
-        if let Some(o) = outp
-            && let Some(p) = params.get(&o).copied()
-        {
-            add_act_params(&o, p, &mut new_inits);
-            nodes.push(quantize_node(&o));
+        match outp {
+            Some(o) if params.contains_key(&o) && graph_outputs.contains(&o) => {
+                // The graph output stays float under its name: the node writes `{o}/f`,
+                // which goes through QuantizeLinear → DequantizeLinear back to `o`.
+                let float = format!("{o}/f");
+                n.output[0] = float.clone();
+                nodes.push(n);
+                add_act_params(&o, params[&o], &mut new_inits);
+                let mut q = quantize_node(&o);
+                q.input[0] = float;
+                nodes.push(q);
+                let mut dq = dequantize_node(
+                    &o,
+                    &format!("{o}/q"),
+                    &format!("{o}/scale"),
+                    &format!("{o}/zero_point"),
+                    None,
+                );
+                // Node names are unique; the convolution keeps `o` as its name.
+                dq.name = Some(format!("{o}/dequantize"));
+                nodes.push(dq);
+            }
+            Some(o) if params.contains_key(&o) => {
+                nodes.push(n);
+                add_act_params(&o, params[&o], &mut new_inits);
+                nodes.push(quantize_node(&o));
+            }
+            _ => nodes.push(n),
         }
     }
     g.node = nodes;
@@ -384,13 +467,17 @@ pub fn quantize(
     kept.extend(new_inits);
     g.initializer = kept;
     g.doc_string = Some(format!(
-        "{} Quantized by wms: QDQ, uint8 activations (per tensor, min-max calibrated), int8 weights (per output channel, symmetric); fp32 convolutions: {}.",
+        "{} Quantized by wms: QDQ, uint8 activations (per tensor, min-max calibrated; logits clipped to ±{LOGIT_LIMIT}), int8 weights (per output channel, symmetric); fp32 convolutions: {}.",
         g.doc_string.as_deref().unwrap_or_default(),
-        plan.fp32_convs
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        if plan.fp32_convs.is_empty() {
+            "none".to_string()
+        } else {
+            plan.fp32_convs
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     ));
     Ok(out)
 }
@@ -400,7 +487,7 @@ pub fn quantize(
 /// without a float → uint8 → float round trip.
 /// - the output of the `Relu` right after an int8 convolution (ONNX Runtime fuses `DQ → Conv →
 ///   Relu → Q` only with the `Q`);
-/// - any tensor an int8 convolution reads as its input;
+/// - any tensor an int8 convolution reads as its input, and a graph output it writes;
 /// - the input of a `MaxPool` or `Resize`, and every input of a `Concat`, whose output is
 ///   quantized (they run on uint8, or fuse into `QLinearConcat`, only with `DQ` on every input).
 pub fn quantized_tensors(g: &GraphProto, plan: &Plan) -> BTreeSet<String> {
@@ -430,8 +517,17 @@ pub fn quantized_tensors(g: &GraphProto, plan: &Plan) -> BTreeSet<String> {
             set.extend(n.output.first().cloned());
         }
     }
+    let graph_outputs: BTreeSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
     for n in g.node.iter().filter(|n| int8_conv(n)) {
         set.extend(n.input.first().cloned());
+        // A graph output straight from an int8 convolution (the logits): quantized too, so ONNX
+        // Runtime fuses the convolution, then dequantized back to the output's name.
+        set.extend(
+            n.output
+                .first()
+                .filter(|o| graph_outputs.contains(o.as_str()))
+                .cloned(),
+        );
     }
     // Backwards through MaxPool/Resize/Concat until nothing changes (the graph is a DAG, so
     // this ends after at most depth-many passes).
@@ -492,6 +588,28 @@ fn dequantize_node(
     }
 }
 
+/// OIHW weights with input channels zero-padded to a multiple of [`CHANNEL_MULTIPLE`]: (values,
+/// new dims, channels added).
+fn pad_input_channels(w: &[f32], dims: &[i64]) -> (Vec<f32>, Vec<i64>, i64) {
+    let (Some(&cout), Some(&cin)) = (dims.first(), dims.get(1)) else {
+        return (w.to_vec(), dims.to_vec(), 0);
+    };
+    let multiple = CHANNEL_MULTIPLE as i64;
+    let pad = (multiple - cin % multiple) % multiple;
+    if pad == 0 || cout <= 0 || cin <= 0 {
+        return (w.to_vec(), dims.to_vec(), 0);
+    }
+    let kernel = w.len() / (cout * cin) as usize;
+    let (cin, cin_padded) = (cin as usize, (cin + pad) as usize);
+    let mut out = vec![0f32; cout as usize * cin_padded * kernel];
+    for (o, src) in w.chunks(cin * kernel).enumerate() {
+        out[o * cin_padded * kernel..][..cin * kernel].copy_from_slice(src);
+    }
+    let mut new_dims = dims.to_vec();
+    new_dims[1] = cin_padded as i64;
+    (out, new_dims, pad)
+}
+
 /// The values of an fp32 initializer written with `raw_data`.
 fn f32_values(t: &TensorProto) -> Option<Vec<f32>> {
     if t.data_type != Some(data_type::FLOAT) {
@@ -550,6 +668,15 @@ fn tensor_i32(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
     )
 }
 
+fn tensor_i64(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        data_type::INT64,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,6 +707,10 @@ mod tests {
                 node("Relu", "r3", &["c3"]),
                 node("Conv", "logits", &["r3", "w4"]),
             ],
+            output: vec![ValueInfoProto {
+                name: Some("logits".into()),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -594,7 +725,12 @@ mod tests {
         let plan = |fp32: &[&str]| Plan {
             fp32_convs: set(fp32),
         };
-        // Default: everything but the final logit (which the fp32 1×1 reads through a DQ).
+        // Default: everything, the logits too (the graph output the final 1×1 writes).
+        assert_eq!(
+            quantized_tensors(&g, &Plan::default()),
+            set(&["input", "r1", "p1", "r2", "u", "k", "r3", "logits"])
+        );
+        // The final 1×1 kept fp32: it reads its input through a DQ and writes float logits.
         assert_eq!(
             quantized_tensors(&g, &plan(&["logits"])),
             set(&["input", "r1", "p1", "r2", "u", "k", "r3"])
@@ -631,6 +767,89 @@ mod tests {
             ("dec9/conv0", "c1, c2, c3, logits")
         );
         assert!(text.contains("hint:"), "{text}");
+    }
+
+    /// The first convolution reads 3 channels: quantized, its uint8 input is padded to 4 and its
+    /// weights get a zero fourth channel; the logits leave through Q → DQ under their own name,
+    /// clipped to ±LOGIT_LIMIT.
+    #[test]
+    fn channels_are_padded_to_four_and_the_logits_are_quantized_under_their_name() {
+        let (w, dims, pad) = pad_input_channels(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3, 1, 1]);
+        assert_eq!((dims, pad), (vec![2, 4, 1, 1], 1));
+        assert_eq!(w, vec![1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0]);
+        assert_eq!(pad_input_channels(&[1.0; 8], &[2, 4, 1, 1]).2, 0);
+
+        let f32_init = |name: &str, dims: &[i64]| {
+            let n: i64 = dims.iter().product();
+            tensor_f32(name, dims, &vec![0.5; n as usize])
+        };
+        let mut g = GraphProto {
+            node: vec![
+                node("Conv", "c1", &["input", "w1", "b1"]),
+                node("Relu", "r1", &["c1"]),
+                node("Conv", "logits", &["r1", "w2", "b2"]),
+            ],
+            initializer: vec![
+                f32_init("w1", &[2, 3, 3, 3]),
+                f32_init("b1", &[2]),
+                f32_init("w2", &[1, 2, 1, 1]),
+                f32_init("b2", &[1]),
+            ],
+            ..Default::default()
+        };
+        g.output = mini_unet().output;
+        let m = ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        };
+        let ranges = BTreeMap::from([
+            ("r1".to_string(), Range { min: 0.0, max: 3.0 }),
+            (
+                "logits".to_string(),
+                Range {
+                    min: -40.0,
+                    max: 2.0,
+                },
+            ),
+        ]);
+        let q = quantize(&m, &ranges, &Plan::default()).unwrap();
+        let g = q.graph.unwrap();
+        let by_output = |name: &str| {
+            g.node
+                .iter()
+                .find(|n| n.output.first().map(String::as_str) == Some(name))
+                .unwrap_or_else(|| panic!("no node writes {name}"))
+        };
+        let pad = by_output("input/q/pad/c1");
+        assert_eq!(pad.op_type.as_deref(), Some("Pad"));
+        assert_eq!(pad.input[0], "input/q");
+        assert_eq!(by_output("input/dq/c1/0").input[0], "input/q/pad/c1");
+        let w1 = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("w1/q"))
+            .unwrap();
+        assert_eq!(w1.dims, vec![2, 4, 3, 3]);
+        // The 4th input channel of each output channel is 0.
+        let raw = w1.raw_data.as_ref().unwrap();
+        assert!(raw[27..36].iter().chain(&raw[63..72]).all(|b| *b == 0));
+        // The second conv reads 2 channels of r1: padded to 4 as well.
+        assert_eq!(by_output("r1/dq/logits/0").input[0], "r1/q/pad/logits");
+        // logits: the conv writes logits/f, Q → DQ writes the graph output again.
+        assert_eq!(by_output("logits/f").op_type.as_deref(), Some("Conv"));
+        assert_eq!(by_output("logits/q").input[0], "logits/f");
+        let dq = by_output("logits");
+        assert_eq!(dq.op_type.as_deref(), Some("DequantizeLinear"));
+        let names: BTreeSet<_> = g.node.iter().map(|n| n.name.clone()).collect();
+        assert_eq!(names.len(), g.node.len(), "node names must be unique");
+        let scale = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("logits/scale"))
+            .and_then(f32_values)
+            .unwrap()[0];
+        // [-40, 2] clipped to [-8, 2]: 10 / 255.
+        assert!((scale - 10.0 / 255.0).abs() < 1e-6, "{scale}");
     }
 
     #[test]

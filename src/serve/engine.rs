@@ -11,6 +11,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
+use super::settings::OrtMemory;
 use crate::data::preprocess::PreprocessSpec;
 use crate::model::ModelSpec;
 use crate::onnx::meta_keys;
@@ -71,6 +72,7 @@ pub struct Engine {
     /// session is the only lane.
     lanes: OnceLock<Result<Vec<Mutex<Session>>, String>>,
     bytes: Vec<u8>,
+    memory: OrtMemory,
 }
 
 impl std::fmt::Debug for Engine {
@@ -83,61 +85,17 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Memory settings of every session (issue 18: RSS under concurrency), read once per process
-/// from [`env_vars::WMS_SERVE_ORT_RUN_IMAGES`], [`env_vars::WMS_SERVE_ORT_ARENA`] and
-/// [`env_vars::WMS_SERVE_ORT_MEMORY_PATTERN`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MemoryOptions {
-    /// Most images per ONNX Runtime run; a batch runs in chunks of this many.
-    run_images: usize,
-    /// ONNX Runtime's CPU arena: keeps every block it ever grew to, per session.
-    arena: bool,
-    /// ONNX Runtime's memory pattern: one block planned for a whole run.
-    memory_pattern: bool,
-}
-
-impl MemoryOptions {
-    /// One image per run: a CPU convolution is as fast per image at batch 1 as at 4 (the GEMMs
-    /// are already large), while a batch of 4 at 512×512 makes every session keep four images'
-    /// activations for good. The arena stays on (without it glibc's heap keeps even more, and
-    /// every run pays page faults); the memory pattern goes off: its one planned block per run
-    /// makes each session's arena grow by far more than the tensors alive at once (peak RSS
-    /// under concurrency 8: fp32 754 → 501 MB, int8 436 → 310 MB, at no measurable cost per
-    /// forward pass). Measured in docs/PERFORMANCE.md.
-    const DEFAULT: MemoryOptions = MemoryOptions {
-        run_images: 1,
-        arena: true,
-        memory_pattern: false,
-    };
-
-    fn from_env() -> MemoryOptions {
-        static CELL: OnceLock<MemoryOptions> = OnceLock::new();
-        *CELL.get_or_init(|| {
-            let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string());
-            let d = MemoryOptions::DEFAULT;
-            MemoryOptions {
-                run_images: var(crate::env_vars::WMS_SERVE_ORT_RUN_IMAGES)
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .filter(|&n| n > 0)
-                    .unwrap_or(d.run_images),
-                arena: var(crate::env_vars::WMS_SERVE_ORT_ARENA)
-                    .map(|v| v != "0")
-                    .unwrap_or(d.arena),
-                memory_pattern: var(crate::env_vars::WMS_SERVE_ORT_MEMORY_PATTERN)
-                    .map(|v| v != "0")
-                    .unwrap_or(d.memory_pattern),
-            }
-        })
-    }
-}
-
 /// The session options every session of the server uses.
-fn session(bytes: &[u8], intra_threads: usize) -> Result<Session, String> {
+fn session(bytes: &[u8], intra_threads: usize, mem: OrtMemory) -> Result<Session, String> {
     let env = ort_runtime::environment().map_err(|e| e.to_string())?;
     let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
-    let mem = MemoryOptions::from_env();
-    Session::builder(env)
-        .map_err(|e| e.to_string())?
+    let mut builder = Session::builder(env).map_err(|e| e.to_string())?;
+    if mem.arena && mem.shared_arena {
+        ort_runtime::register_shared_cpu_arena()
+            .map_err(|e| format!("cannot create the shared memory arena: {e}"))?;
+        builder = builder.with_env_allocators().map_err(text)?;
+    }
+    builder
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(text)?
         .with_intra_threads(intra_threads)
@@ -155,12 +113,24 @@ fn session(bytes: &[u8], intra_threads: usize) -> Result<Session, String> {
 }
 
 impl Engine {
-    /// Loads `path` for `workers` concurrent batches over `threads` intra-op threads.
+    /// Loads `path` for `workers` concurrent batches over `threads` intra-op threads, with the
+    /// default memory settings.
     pub fn load(
         path: &Path,
         name: Option<&str>,
         workers: usize,
         threads: usize,
+    ) -> Result<Self, EngineError> {
+        Self::load_with(path, name, workers, threads, OrtMemory::default())
+    }
+
+    /// [`Engine::load`] with the given memory settings.
+    pub fn load_with(
+        path: &Path,
+        name: Option<&str>,
+        workers: usize,
+        threads: usize,
+        memory: OrtMemory,
     ) -> Result<Self, EngineError> {
         // Up front for its typed error (no runtime found); sessions only keep its message.
         ort_runtime::environment()?;
@@ -171,7 +141,7 @@ impl Engine {
         let bytes = fs_err::read(path).map_err(|e| load_err(e.to_string()))?;
         let threads = threads.max(1);
         let workers = workers.clamp(1, threads);
-        let wide = Mutex::new(session(&bytes, threads).map_err(load_err)?);
+        let wide = Mutex::new(session(&bytes, threads, memory).map_err(load_err)?);
         let metadata = read_metadata(&wide).map_err(load_err)?;
         let info = model_info(path, name, metadata)?;
         Ok(Engine {
@@ -181,6 +151,7 @@ impl Engine {
             wide,
             lanes: OnceLock::new(),
             bytes,
+            memory,
         })
     }
 
@@ -210,7 +181,7 @@ impl Engine {
             .get_or_init(|| {
                 let per_lane = (self.threads / self.workers).max(1);
                 (0..self.workers)
-                    .map(|_| session(&self.bytes, per_lane).map(Mutex::new))
+                    .map(|_| session(&self.bytes, per_lane, self.memory).map(Mutex::new))
                     .collect()
             })
             .as_ref()
@@ -225,7 +196,7 @@ impl Engine {
         self.run_on(&mut session, inputs)
     }
 
-    /// Runs `inputs` in chunks of at most [`MemoryOptions::run_images`] on `session`.
+    /// Runs `inputs` in chunks of at most [`OrtMemory::run_images`] on `session`.
     fn run_on(
         &self,
         session: &mut Session,
@@ -233,7 +204,7 @@ impl Engine {
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let (w, h) = self.info.input_size();
         let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(MemoryOptions::from_env().run_images) {
+        for chunk in inputs.chunks(self.memory.run_images.max(1)) {
             out.extend(self.run_sized(session, chunk, w as usize, h as usize)?);
         }
         Ok(out)

@@ -28,7 +28,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 
 pub use engine::{Engine, EngineError, ModelInfo};
-pub use settings::{ServeSettings, SettingsError};
+pub use settings::{OrtMemory, ServeSettings, SettingsError};
 pub use state::{AppState, SharedState};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +98,11 @@ impl Listeners {
 /// Loads every configured model (ONNX Runtime sessions; no inference yet).
 pub async fn load_engines(settings: &ServeSettings) -> Result<Vec<Engine>, ServeError> {
     let models = settings.models.clone();
-    let (workers, threads) = (settings.workers, settings.threads);
+    let (workers, threads, memory) = (settings.workers, settings.threads, settings.ort_memory);
     let engines = tokio::task::spawn_blocking(move || {
         models
             .iter()
-            .map(|m| Engine::load(&m.path, m.name.as_deref(), workers, threads))
+            .map(|m| Engine::load_with(&m.path, m.name.as_deref(), workers, threads, memory))
             .collect::<Result<Vec<_>, _>>()
     })
     .await

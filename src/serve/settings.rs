@@ -84,6 +84,41 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// ONNX Runtime intra-op threads over all workers (default: all cores).
     pub threads: usize,
+    /// How the ONNX Runtime sessions hold memory.
+    pub ort_memory: OrtMemory,
+}
+
+/// How `wms-serve`'s ONNX Runtime sessions hold memory (issue 18: peak RSS under concurrency).
+/// Measured in docs/PERFORMANCE.md; the defaults are what held least without costing speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrtMemory {
+    /// Most images per ONNX Runtime run (`ort_run_images`, default 1): a batch runs in chunks of
+    /// this many. A CPU convolution is as fast per image at batch 1 as at 4 (the GEMMs are
+    /// already large), while a batch of 4 at 512×512 holds four images' activations.
+    pub run_images: usize,
+    /// ONNX Runtime's CPU arena (`ort_arena`, default on): keeps the blocks it grew to and
+    /// reuses them. Without it glibc's heap kept even more, and every run paid page faults.
+    pub arena: bool,
+    /// One arena for all sessions of the process (`ort_shared_arena`, default off) instead of
+    /// one each: the session for lone requests and the worker sessions no longer each keep a
+    /// whole forward pass's worth of blocks (peak RSS at concurrency 8: int8 −25 MB, fp32
+    /// −30 to −80 MB), but requests/s at concurrency 8 fell by about 4 % in alternating runs,
+    /// so it is a choice for memory-bound pods, not the default. Needs `arena`.
+    pub shared_arena: bool,
+    /// ONNX Runtime's memory pattern (`ort_memory_pattern`, default off): one block planned per
+    /// run, which made each arena grow by far more than the tensors alive at once.
+    pub memory_pattern: bool,
+}
+
+impl Default for OrtMemory {
+    fn default() -> Self {
+        OrtMemory {
+            run_images: 1,
+            arena: true,
+            shared_arena: false,
+            memory_pattern: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +311,27 @@ const KEYS: &[Key] = &[
         env: env_vars::WMS_SERVE_THREADS,
         default: None,
     },
+    // Ours, not TorchServe's: how ONNX Runtime holds memory (see `OrtMemory`).
+    Key {
+        name: "ort_run_images",
+        env: env_vars::WMS_SERVE_ORT_RUN_IMAGES,
+        default: Some(DefaultValue::Text("1")),
+    },
+    Key {
+        name: "ort_arena",
+        env: env_vars::WMS_SERVE_ORT_ARENA,
+        default: Some(DefaultValue::Text("1")),
+    },
+    Key {
+        name: "ort_shared_arena",
+        env: env_vars::WMS_SERVE_ORT_SHARED_ARENA,
+        default: Some(DefaultValue::Text("0")),
+    },
+    Key {
+        name: "ort_memory_pattern",
+        env: env_vars::WMS_SERVE_ORT_MEMORY_PATTERN,
+        default: Some(DefaultValue::Text("0")),
+    },
 ];
 
 /// TorchServe keys we accept without acting on them (no warning: they are meaningless here).
@@ -406,6 +462,15 @@ impl ServeSettings {
                 .map_err(|_| invalid(&r, key, "expected a non-negative integer".into()))
         };
 
+        let switch = |key: &'static str| -> Result<bool, SettingsError> {
+            let r = get(key).expect("switch keys have defaults");
+            match r.value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" => Ok(true),
+                "0" | "false" => Ok(false),
+                _ => Err(invalid(&r, key, "expected 1 or 0 (true or false)".into())),
+            }
+        };
+
         let threads = match optional_positive("number_of_threads")? {
             Some(v) => v as usize,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -444,6 +509,12 @@ impl ServeSettings {
             response_timeout: Duration::from_secs(positive("default_response_timeout")?),
             shutdown_timeout: Duration::from_secs(non_negative("shutdown_timeout")?),
             threads,
+            ort_memory: OrtMemory {
+                run_images: positive("ort_run_images")? as usize,
+                arena: switch("ort_arena")?,
+                shared_arena: switch("ort_shared_arena")?,
+                memory_pattern: switch("ort_memory_pattern")?,
+            },
         })
     }
 }
@@ -614,6 +685,45 @@ mod tests {
         assert_eq!(s.connection_limit, DEFAULT_CONNECTION_LIMIT);
         assert_eq!(s.header_read_timeout, Duration::from_secs(10));
         assert_eq!(s.idle_timeout, Duration::from_secs(75));
+    }
+
+    #[test]
+    fn ort_memory_keys_come_from_file_and_env_and_bad_values_name_the_variable() {
+        assert_eq!(
+            ServeSettings::resolve(&args(), no_env).unwrap().ort_memory,
+            OrtMemory::default()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.properties");
+        fs_err::write(&cfg, "ort_run_images=2\nort_memory_pattern=true\n").unwrap();
+        let mut a = args();
+        a.config = Some(cfg);
+        let env: HashMap<&str, &str> = [(env_vars::WMS_SERVE_ORT_SHARED_ARENA, " 1 ")].into();
+        let s = ServeSettings::resolve(&a, |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(
+            s.ort_memory,
+            OrtMemory {
+                run_images: 2,
+                arena: true,
+                shared_arena: true,
+                memory_pattern: true,
+            }
+        );
+        // Once silently the default; now one line naming the variable and what it takes.
+        for (var, value, expected) in [
+            (env_vars::WMS_SERVE_ORT_ARENA, "yes", "1 or 0"),
+            (env_vars::WMS_SERVE_ORT_MEMORY_PATTERN, "on", "1 or 0"),
+            (env_vars::WMS_SERVE_ORT_RUN_IMAGES, "0", "positive integer"),
+        ] {
+            let env: HashMap<&str, &str> = [(var, value)].into();
+            let err = ServeSettings::resolve(&args(), |k| env.get(k).map(|v| v.to_string()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(var) && err.contains(expected) && !err.contains('\n'),
+                "{err}"
+            );
+        }
     }
 
     #[test]

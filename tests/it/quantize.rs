@@ -167,14 +167,17 @@ print(json.dumps({"ops": ops, "types": types, "meta": {p.key: p.value for p in m
                   "out": [(v.name, v.type.tensor_type.elem_type) for v in g.output]}))
 "#;
     let v: serde_json::Value = serde_json::from_str(run_python(script, &[&f.int8]).trim()).unwrap();
-    // 18 block convolutions int8 + the final 1×1 in fp32 (the default plan).
+    // 18 block convolutions and the final 1×1, all int8 (the default plan).
     assert_eq!(v["ops"]["Conv"], 19, "{v}");
     let q = v["ops"]["QuantizeLinear"].as_u64().unwrap();
     let dq = v["ops"]["DequantizeLinear"].as_u64().unwrap();
-    assert!(q >= 19 && dq >= 2 * 18 + q, "{v}");
-    // TensorProto.DataType: 3 = INT8 (weights, weight zero points), 6 = INT32 (biases).
-    assert_eq!(v["types"]["3"], 36, "{v}");
-    assert_eq!(v["types"]["6"], 36, "{v}");
+    assert!(q >= 20 && dq >= 2 * 19 + q, "{v}");
+    // TensorProto.DataType: 3 = INT8 (weights, weight zero points), 6 = INT32 (biases and
+    // their zero points), 7 = INT64 (the pads of the first conv's 3 → 4 input channels).
+    assert_eq!(v["types"]["3"], 38, "{v}");
+    assert_eq!(v["types"]["6"], 38, "{v}");
+    assert_eq!(v["types"]["7"], 1, "{v}");
+    assert_eq!(v["ops"]["Pad"], 1, "{v}");
     assert_eq!(v["out"], serde_json::json!([["logits", 1]]));
     assert_eq!(v["meta"]["precision"], "int8");
     assert_eq!(v["meta"]["version"], "3");
@@ -205,8 +208,10 @@ print(json.dumps(ops))
     let optimized = f.dir.path().join("optimized.onnx");
     let v: serde_json::Value =
         serde_json::from_str(run_python(script, &[&f.int8, &optimized]).trim()).unwrap();
-    assert_eq!(v["QLinearConv"], 18, "{v}");
+    // The final 1×1 too, and nothing of the model left in float convolutions.
+    assert_eq!(v["QLinearConv"], 19, "{v}");
     assert_eq!(v["QLinearConcat"], 4, "{v}");
+    assert!(v.get("Conv").is_none(), "{v}");
 }
 
 #[test]
@@ -273,7 +278,7 @@ fn the_guard_figures_reach_stdout_step_outputs_metadata_and_the_sidecar() {
     );
     assert!(q["pixel_agreement"].as_f64().unwrap() >= 0.99, "{q}");
     assert_eq!(q["max_iou_drop"], 1.0);
-    assert_eq!(q["fp32_convs"], serde_json::json!(["logits"]));
+    assert_eq!(q["fp32_convs"], serde_json::json!([]));
     eprintln!("guard: {q}");
 
     assert_eq!(f.outputs["precision"], "int8");

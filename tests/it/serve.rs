@@ -312,6 +312,56 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
 }
 
 /// A `multipart/form-data` POST of `fields`; the image fields (`file`, `data`) as files.
+/// `ort_shared_arena` (issue 18): with one arena for the all-threads session and both worker
+/// sessions, concurrent lane runs and a wide run give exactly the logits of the default engine,
+/// whose sessions each have their own arena.
+#[test]
+fn a_shared_arena_gives_the_same_logits_as_separate_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model(dir.path());
+    let separate = Engine::load(&model, None, 2, 2).unwrap();
+    let shared_memory = wms::serve::OrtMemory {
+        shared_arena: true,
+        ..wms::serve::OrtMemory::default()
+    };
+    assert!(!wms::serve::OrtMemory::default().shared_arena);
+    let shared = Engine::load_with(&model, None, 2, 2, shared_memory).unwrap();
+    let inputs: Vec<Vec<f32>> = [(640, 480), (300, 500), (1000, 700)]
+        .iter()
+        .map(|&(w, h)| {
+            wms::data::preprocess::preprocess_image(&photo(w, h), &separate.info().preprocessing)
+        })
+        .collect();
+    // Each kind of session against the same kind (1 thread per lane, 2 for the wide one).
+    let wide: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|i| separate.run(&[i]).unwrap().remove(0))
+        .collect();
+    let lane: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|i| separate.run_lane(&[i]).unwrap().remove(0))
+        .collect();
+    // Two lanes at once, each twice, beside the wide session: every session draws from the one
+    // arena while another holds blocks of it.
+    std::thread::scope(|s| {
+        let lanes: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    for (i, want) in inputs.iter().zip(&lane).cycle().take(4) {
+                        assert_eq!(&shared.run_lane(&[i]).unwrap()[0], want);
+                    }
+                })
+            })
+            .collect();
+        for (i, want) in inputs.iter().zip(&wide) {
+            assert_eq!(&shared.run(&[i]).unwrap()[0], want);
+        }
+        for lane in lanes {
+            lane.join().unwrap();
+        }
+    });
+}
+
 fn form_request(uri: &str, fields: &[(&str, &[u8])]) -> Request<Body> {
     let boundary = "XyZ";
     let mut body = Vec::new();
