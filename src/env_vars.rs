@@ -188,9 +188,8 @@ pub const AWS_ENDPOINT_URL_EKS: &str = "AWS_ENDPOINT_URL_EKS";
 pub const WMS_SERVE_ORT_RUN_IMAGES: &str = "WMS_SERVE_ORT_RUN_IMAGES";
 /// `0` turns off ONNX Runtime's CPU memory arena in `wms-serve` (default on); `1` keeps it.
 pub const WMS_SERVE_ORT_ARENA: &str = "WMS_SERVE_ORT_ARENA";
-/// `1` has all of `wms-serve`'s ONNX Runtime sessions share one CPU arena (less memory, about 4 %
-/// fewer requests/s under load); `0` (the default) gives each its own (config key
-/// `ort_shared_arena`).
+/// `0` gives each of `wms-serve`'s ONNX Runtime sessions its own CPU arena; `1` (the default)
+/// has them share one, which holds less under concurrency (config key `ort_shared_arena`).
 pub const WMS_SERVE_ORT_SHARED_ARENA: &str = "WMS_SERVE_ORT_SHARED_ARENA";
 /// `1` turns on ONNX Runtime's memory pattern (one pre-planned block per run) in `wms-serve`;
 /// `0` (the default) keeps it off, which holds less memory under concurrency.

@@ -312,20 +312,20 @@ async fn served_mask_equals_the_in_process_mask_pixel_for_pixel() {
 }
 
 /// A `multipart/form-data` POST of `fields`; the image fields (`file`, `data`) as files.
-/// `ort_shared_arena` (issue 18): with one arena for the all-threads session and both worker
-/// sessions, concurrent lane runs and a wide run give exactly the logits of the default engine,
-/// whose sessions each have their own arena.
+/// `ort_shared_arena` (issue 18, the default): with one arena for the all-threads session and
+/// both worker sessions, concurrent lane runs and a wide run give exactly the logits of an
+/// engine whose sessions each have their own arena.
 #[test]
 fn a_shared_arena_gives_the_same_logits_as_separate_ones() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture_model(dir.path());
-    let separate = Engine::load(&model, None, 2, 2).unwrap();
-    let shared_memory = wms::serve::OrtMemory {
-        shared_arena: true,
+    let separate_memory = wms::serve::OrtMemory {
+        shared_arena: false,
         ..wms::serve::OrtMemory::default()
     };
-    assert!(!wms::serve::OrtMemory::default().shared_arena);
-    let shared = Engine::load_with(&model, None, 2, 2, shared_memory).unwrap();
+    assert!(wms::serve::OrtMemory::default().shared_arena);
+    let separate = Engine::load_with(&model, None, 2, 2, separate_memory).unwrap();
+    let shared = Engine::load(&model, None, 2, 2).unwrap();
     let inputs: Vec<Vec<f32>> = [(640, 480), (300, 500), (1000, 700)]
         .iter()
         .map(|&(w, h)| {
