@@ -140,50 +140,29 @@ fn venv_onnxruntime_dirs(venv: &Path) -> Vec<PathBuf> {
 /// concurrency 8; measured in docs/PERFORMANCE.md). The `ort` crate has no safe call for this,
 /// hence the C API.
 pub fn register_shared_cpu_arena() -> Result<(), String> {
+    use ort::AsPointer as _;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let env = environment().map_err(|e| e.to_string())?;
-        // SAFETY: as ONNX Runtime's C API documents: `info` is written by a successful
-        // CreateCpuMemoryInfo before it is used and released exactly once afterwards (the
-        // environment copies what it keeps); a null arena config means the default one; the
-        // environment is a static that outlives every session.
+        let cpu_arena = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Arena,
+            MemoryType::Default,
+        )
+        .map_err(|e| e.to_string())?;
+        // SAFETY: as ONNX Runtime's C API documents: the environment and the memory info are
+        // live for the call (the environment copies what it keeps), a null arena config means
+        // the default one, and `result_from_status` takes ownership of the returned status.
         unsafe {
-            use ort::AsPointer as _;
-            let api = ort::api();
-            let mut info: *mut ort::sys::OrtMemoryInfo = std::ptr::null_mut();
-            status((api.CreateCpuMemoryInfo)(
-                ort::sys::OrtAllocatorType::OrtArenaAllocator,
-                ort::sys::OrtMemType::OrtMemTypeDefault,
-                &mut info,
-            ))?;
-            let registered = status((api.CreateAndRegisterAllocator)(
+            ort::Error::result_from_status((ort::api().CreateAndRegisterAllocator)(
                 env.ptr().cast_mut(),
-                info,
+                cpu_arena.ptr(),
                 std::ptr::null(),
-            ));
-            (api.ReleaseMemoryInfo)(info);
-            registered
+            ))
         }
+        .map_err(|e| e.to_string())
     })
     .clone()
-}
-
-/// An ONNX Runtime C API status: `Ok` for null, else its message (the status is released).
-///
-/// # Safety
-/// `s` must be a status just returned by an ONNX Runtime API call.
-unsafe fn status(s: ort::sys::OrtStatusPtr) -> Result<(), String> {
-    if s.0.is_null() {
-        return Ok(());
-    }
-    let api = ort::api();
-    // SAFETY: a non-null status carries a NUL-terminated message that lives until it is released.
-    let message = unsafe {
-        let text = std::ffi::CStr::from_ptr((api.GetErrorMessage)(s.0))
-            .to_string_lossy()
-            .into_owned();
-        (api.ReleaseStatus)(s.0);
-        text
-    };
-    Err(message)
 }

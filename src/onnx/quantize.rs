@@ -68,11 +68,6 @@ pub struct Plan {
     pub fp32_convs: BTreeSet<String>,
 }
 
-/// Node name of the final 1×1 convolution (its output is the graph output).
-pub const FINAL_CONV: &str = super::OUTPUT_NAME;
-/// Node name of the first convolution.
-pub const FIRST_CONV: &str = "enc1/conv0";
-
 impl Default for Plan {
     /// Every convolution int8, the final 1×1 included: kept fp32 it cost 10 % of an int8 forward
     /// pass (a float copy of its 16-channel input and two layout changes for a layer with 0.01 %
@@ -116,6 +111,11 @@ pub enum QuantizeError {
     UnknownConv { name: String, known: String },
 }
 
+/// Names of the graph's outputs.
+fn output_names(g: &GraphProto) -> BTreeSet<&str> {
+    g.output.iter().filter_map(|o| o.name.as_deref()).collect()
+}
+
 /// Tensors whose range calibration must observe: the outputs of `Relu` and `Concat` nodes and
 /// the graph outputs. (The graph input has fixed parameters; MaxPool and Resize inherit theirs.)
 pub fn observed_tensors(g: &GraphProto) -> Vec<String> {
@@ -134,7 +134,7 @@ pub fn observed_tensors(g: &GraphProto) -> Vec<String> {
 pub fn calibration_model(m: &ModelProto) -> ModelProto {
     let mut m = m.clone();
     if let Some(g) = m.graph.as_mut() {
-        let outputs: BTreeSet<String> = g.output.iter().filter_map(|o| o.name.clone()).collect();
+        let outputs: BTreeSet<String> = output_names(g).into_iter().map(String::from).collect();
         for name in observed_tensors(g) {
             if outputs.contains(&name) {
                 continue;
@@ -251,6 +251,20 @@ pub fn quantize(
     if quantized.contains(input_name) {
         params.insert(input_name.to_string(), ActivationParams::INPUT);
     }
+    // A tensor's calibrated range, which must exist and be finite.
+    let calibrated = |tensor: &String| -> Result<Range, QuantizeError> {
+        let r = *ranges.get(tensor).ok_or_else(|| QuantizeError::NoRange {
+            tensor: tensor.clone(),
+        })?;
+        if !r.min.is_finite() || !r.max.is_finite() {
+            return Err(QuantizeError::BadRange {
+                tensor: tensor.clone(),
+                min: r.min,
+                max: r.max,
+            });
+        }
+        Ok(r)
+    };
     for n in &g.node {
         let Some(outp) = n.output.first() else {
             continue;
@@ -260,16 +274,7 @@ pub fn quantize(
         }
         match n.op_type.as_deref() {
             Some("Relu" | "Concat") => {
-                let r = *ranges.get(outp).ok_or_else(|| QuantizeError::NoRange {
-                    tensor: outp.clone(),
-                })?;
-                if !r.min.is_finite() || !r.max.is_finite() {
-                    return Err(QuantizeError::BadRange {
-                        tensor: outp.clone(),
-                        min: r.min,
-                        max: r.max,
-                    });
-                }
+                let r = calibrated(outp)?;
                 params.insert(outp.clone(), ActivationParams::from_range(r));
             }
             Some("MaxPool" | "Resize") => {
@@ -278,16 +283,7 @@ pub fn quantize(
                 }
             }
             Some("Conv") => {
-                let r = *ranges.get(outp).ok_or_else(|| QuantizeError::NoRange {
-                    tensor: outp.clone(),
-                })?;
-                if r.min.is_nan() || r.max.is_nan() {
-                    return Err(QuantizeError::BadRange {
-                        tensor: outp.clone(),
-                        min: r.min,
-                        max: r.max,
-                    });
-                }
+                let r = calibrated(outp)?;
                 let clipped = Range {
                     min: r.min.clamp(-LOGIT_LIMIT, 0.0),
                     max: r.max.clamp(0.0, LOGIT_LIMIT),
@@ -297,7 +293,7 @@ pub fn quantize(
             _ => {}
         }
     }
-    let graph_outputs: BTreeSet<String> = g.output.iter().filter_map(|o| o.name.clone()).collect();
+    let graph_outputs: BTreeSet<String> = output_names(g).into_iter().map(String::from).collect();
 
     let mut inits: BTreeMap<String, TensorProto> = g
         .initializer
@@ -517,7 +513,7 @@ pub fn quantized_tensors(g: &GraphProto, plan: &Plan) -> BTreeSet<String> {
             set.extend(n.output.first().cloned());
         }
     }
-    let graph_outputs: BTreeSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
+    let graph_outputs = output_names(g);
     for n in g.node.iter().filter(|n| int8_conv(n)) {
         set.extend(n.input.first().cloned());
         // A graph output straight from an int8 convolution (the logits): quantized too, so ONNX
