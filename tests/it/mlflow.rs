@@ -500,11 +500,7 @@ mod training {
 
     fn synth(dir: &Path) -> PathBuf {
         let data = dir.join("data");
-        util::wms()
-            .args(["data", "synth", "--out"])
-            .arg(&data)
-            .args(["--count", "32", "--size", "64x64", "--seed", "11"])
-            .ok();
+        util::synth(&data, 32, "64x64", 11);
         data
     }
 

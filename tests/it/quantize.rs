@@ -59,13 +59,7 @@ fn images(data: &Path) -> Vec<PathBuf> {
 }
 
 fn synth(out: &Path, count: usize, seed: u64) {
-    wms()
-        .args(["data", "synth", "--out"])
-        .arg(out)
-        .args(["--count", &count.to_string(), "--size"])
-        .arg(format!("{SIDE}x{SIDE}"))
-        .args(["--seed", &seed.to_string()])
-        .ok();
+    crate::util::synth(out, count, &format!("{SIDE}x{SIDE}"), seed);
 }
 
 /// The test checkpoint of `onnx.rs`: random upstream-sized weights (b=16, depth 4, random

@@ -39,33 +39,11 @@ struct Trained {
 
 fn train_and_export(dir: &Path) -> Trained {
     let data = dir.join("data");
-    wms()
-        .args(["data", "synth", "--out"])
-        .arg(&data)
-        .args(["--count", "60", "--size", "640x480", "--seed", "17"])
-        .ok();
-    // The recipe of tests/it/train.rs's acceptance run, narrower and shorter: enough for masks
-    // that follow the meters (checked below against the ground truth), in seconds on 2 cores.
+    crate::util::synth(&data, 60, "640x480", 17);
+    // The recipe of tests/it/train.rs's acceptance run, shorter: enough for masks that follow
+    // the meters (checked below against the ground truth), in seconds on 2 cores.
     let config = dir.join("train.yaml");
-    fs_err::write(
-        &config,
-        "model:
-  base_filters: 8
-training:
-  epochs: 8
-  batch_size: 4
-  learning_rate: 0.003
-  scheduler:
-    factor: 0.5
-    patience: 0
-augmentation:
-  horizontal_flip_p: 0.0
-  vertical_flip_p: 0.0
-  rotation_p: 0.0
-  brightness_p: 0.0
-",
-    )
-    .unwrap();
+    fs_err::write(&config, crate::util::quick_train_yaml(8, None)).unwrap();
     let run = dir.join("run");
     TestCommand::new("wms-train")
         .args(["train", "--device", "cpu", "--seed", "5"])

@@ -42,28 +42,7 @@ fn train_cmd(config: &Path, data: &Path, out: &Path) -> TestCommand {
 fn issue_3_acceptance_synthetic_240_reaches_test_iou_080() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), 240, "128x128", 3);
-    // Tuned for 2 CPU cores: a narrower network (base 8), a higher learning rate halved whenever
-    // the val loss stalls, and no augmentation (the synthetic photos are already varied); the
-    // rest is the upstream recipe.
-    let config = write_config(
-        dir.path(),
-        "model:
-  base_filters: 8
-training:
-  epochs: 10
-  batch_size: 4
-  learning_rate: 0.003
-  early_stopping_patience: 4
-  scheduler:
-    factor: 0.5
-    patience: 0
-augmentation:
-  horizontal_flip_p: 0.0
-  vertical_flip_p: 0.0
-  rotation_p: 0.0
-  brightness_p: 0.0
-",
-    );
+    let config = write_config(dir.path(), &crate::util::quick_train_yaml(10, Some(4)));
     let out_dir = dir.path().join("run");
     let started = Instant::now();
     let out = train_cmd(&config, &data, &out_dir)
